@@ -1,0 +1,55 @@
+# steam_ray developer entry points. `make quickstart` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU machines get the CPU build of torch pinned: an unpinned torch pulls GBs of CUDA wheels.
+TORCH_CPU_VERSION ?= 2.13.0
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+QUICKSTART_DIR ?= artifacts/quickstart
+STAMP := $(VENV)/.steam_ray-installed
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install test lint typecheck pytest quickstart clean bench-data bench-train
+
+install: $(STAMP)
+
+# Re-runs only when the package metadata changes, so `make test` is quick on a warm tree.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+ifeq ($(HAS_GPU),1)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+else
+	$(BIN)/python -m pip install -q 'torch==$(TORCH_CPU_VERSION)'
+	$(BIN)/python -m pip install -q -e '.[dev]' 'torch==$(TORCH_CPU_VERSION)'
+endif
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check steam_ray tests benchmarks jobs
+	$(BIN)/ruff format --check steam_ray tests benchmarks jobs
+
+typecheck: install
+	$(BIN)/mypy --strict steam_ray
+
+pytest: install
+	$(BIN)/pytest tests
+
+test: lint typecheck pytest
+
+quickstart: install
+	$(BIN)/python jobs/quickstart.py --output $(QUICKSTART_DIR)
+
+bench-data: install
+	$(BIN)/python benchmarks/bench_data_prepare.py --rows 1000000
+
+bench-train: install
+	$(BIN)/python benchmarks/bench_train_overhead.py
+	$(BIN)/python benchmarks/bench_bucketing.py
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache
