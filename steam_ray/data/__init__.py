@@ -1,0 +1,1 @@
+"""Ray Data pipeline: sources -> clean -> split -> tokenize -> Parquet shards + manifest."""

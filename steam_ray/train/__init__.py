@@ -1,0 +1,1 @@
+"""Ray Train (V2) DDP fine-tuning: loop, trainer, metrics, checkpoints."""
