@@ -154,7 +154,17 @@ class TrainConfig(_Section):
     wandb_project: str = "steam-ray"
     wandb_run_name: str | None = None
     tensorboard: bool = True
+    wandb: bool = True
+    # Run name under ``output`` (None: a timestamped one). Re-using a name resumes that run
+    # from its latest checkpoint.
     experiment_name: str | None = None
+    # torch intra-op threads per worker (None: the worker's reserved CPUs, at least 1).
+    threads_per_worker: int | None = Field(None, ge=1)
+    # Rows per window that token-budget bucketing sorts and cuts into batches.
+    bucket_window_rows: int = Field(1024, ge=1)
+    # Test hook for fault tolerance: the last rank exits hard (os._exit) right after this
+    # optimizer step, once per run (a marker file in the run dir stops it repeating).
+    fail_at_step: int | None = Field(None, ge=1)
 
 
 class Config(_Section):

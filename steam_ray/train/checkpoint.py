@@ -1,0 +1,129 @@
+"""Checkpoint layout: HF ``save_pretrained`` files + metrics.json + steam_ray.json + state.
+
+The model and tokenizer files load with plain ``from_pretrained`` (no steam_ray needed); the
+training state (optimizer, scheduler, step, epoch, RNG) sits beside them for resume.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from steam_ray.train.metrics import json_safe
+
+METRICS_FILE = "metrics.json"
+INFO_FILE = "steam_ray.json"
+STATE_FILE = "training_state.pt"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("steam_ray")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def git_sha() -> str | None:
+    """The repo's HEAD when running from a checkout; None elsewhere (a wheel, a container)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def save_checkpoint(
+    directory: str | Path,
+    *,
+    model: Any,
+    tokenizer: Any,
+    metrics: dict[str, Any],
+    info: dict[str, Any],
+    state: dict[str, Any],
+) -> Path:
+    """Write a complete checkpoint into ``directory`` (rank 0 only; model is unwrapped)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2, default=str) + "\n")
+    (out / INFO_FILE).write_text(json.dumps(json_safe(info), indent=2, default=str) + "\n")
+    torch.save(state, out / STATE_FILE)
+    return out
+
+
+def training_state(
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    *,
+    global_step: int,
+    epoch: int,
+    step_in_epoch: int,
+    scaler: Any = None,
+) -> dict[str, Any]:
+    return {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "global_step": global_step,
+        "epoch": epoch,
+        "step_in_epoch": step_in_epoch,
+        "rng": rng_state(),
+    }
+
+
+def load_training_state(directory: str | Path) -> dict[str, Any]:
+    # weights_only=False: the state holds numpy RNG tuples; we only load our own checkpoints.
+    state: dict[str, Any] = torch.load(
+        Path(directory) / STATE_FILE, map_location="cpu", weights_only=False
+    )
+    return state
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(Path(path).read_text())
+    return data
