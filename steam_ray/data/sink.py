@@ -1,0 +1,172 @@
+"""A Ray Data Datasink that writes kept rows per split and dropped rows aside, and returns the
+per-task statistics the manifest is built from (so no second pass over the output)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from ray.data import Datasink
+
+from steam_ray import storage
+from steam_ray.data.clean import KEPT, REASONS, SPLIT_NAMES
+from steam_ray.data.split import SEP, hash64_many
+
+_MASK64 = (1 << 64) - 1
+KEPT_COLUMNS = ("text", "label", "group", "input_ids", "num_tokens")
+REJECTED_COLUMNS = ("reason", "raw_text", "raw_label", "group")
+
+
+@dataclass
+class WriteStats:
+    """Counts one write task produced; ``merge`` adds them up (all order-independent)."""
+
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    splits: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {
+            s: {"rows": 0, "positive": 0, "negative": 0, "tokens": 0} for s in SPLIT_NAMES
+        }
+    )
+    length_hist: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    truncated_rows: int = 0
+    fingerprint_sum: int = 0
+    fingerprint_xor: int = 0
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def rows_kept(self) -> int:
+        return sum(s["rows"] for s in self.splits.values())
+
+    @property
+    def rows_read(self) -> int:
+        return self.rows_kept + sum(self.dropped.values())
+
+    def merge(self, other: WriteStats) -> None:
+        for r, c in other.dropped.items():
+            self.dropped[r] = self.dropped.get(r, 0) + c
+        for s, d in other.splits.items():
+            for k, v in d.items():
+                self.splits[s][k] += v
+        n = max(self.length_hist.size, other.length_hist.size)
+        hist = np.zeros(n, dtype=np.int64)
+        hist[: self.length_hist.size] += self.length_hist
+        hist[: other.length_hist.size] += other.length_hist
+        self.length_hist = hist
+        self.truncated_rows += other.truncated_rows
+        self.fingerprint_sum = (self.fingerprint_sum + other.fingerprint_sum) & _MASK64
+        self.fingerprint_xor ^= other.fingerprint_xor
+        self.files.extend(other.files)
+
+    def fingerprint(self) -> str:
+        return f"{self.fingerprint_sum:016x}{self.fingerprint_xor:016x}"
+
+
+def row_hashes(table: pa.Table, split: str) -> np.ndarray:
+    """Stable per-row hashes of (split, label, group, text) for the content fingerprint."""
+    return hash64_many(
+        f"{split}{SEP}{lab}{SEP}{g}{SEP}{t}"
+        for lab, g, t in zip(
+            table.column("label").to_pylist(),
+            table.column("group").to_pylist(),
+            table.column("text").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def stats_for(table: pa.Table) -> tuple[WriteStats, dict[str, pa.Table], pa.Table]:
+    """Stats for one table of pipeline rows, plus its kept rows per split and dropped rows."""
+    st = WriteStats()
+    reason = table.column("reason")
+    kept_mask = pc.equal(reason, KEPT)
+    dropped = table.filter(pc.invert(kept_mask))
+    if dropped.num_rows:
+        for r, c in zip(
+            *np.unique(dropped.column("reason").to_numpy(zero_copy_only=False), return_counts=True),
+            strict=True,
+        ):
+            st.dropped[str(r)] = st.dropped.get(str(r), 0) + int(c)
+    kept = table.filter(kept_mask)
+    per_split: dict[str, pa.Table] = {}
+    for s in SPLIT_NAMES:
+        part = kept.filter(pc.equal(kept.column("split"), s))
+        if part.num_rows == 0:
+            continue
+        per_split[s] = part
+        labels = part.column("label").to_numpy()
+        lengths = part.column("num_tokens").to_numpy(zero_copy_only=False).astype(np.int64)
+        pos = int(labels.sum())
+        st.splits[s] = {
+            "rows": part.num_rows,
+            "positive": pos,
+            "negative": part.num_rows - pos,
+            "tokens": int(lengths.sum()),
+        }
+        st.length_hist = _add_hist(st.length_hist, np.bincount(lengths))
+        st.truncated_rows += int(pc.sum(part.column("truncated")).as_py() or 0)
+        h = row_hashes(part, s)
+        st.fingerprint_sum = (st.fingerprint_sum + int(h.sum(dtype=np.uint64))) & _MASK64
+        st.fingerprint_xor ^= int(np.bitwise_xor.reduce(h)) if h.size else 0
+    return st, per_split, dropped
+
+
+def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(max(a.size, b.size), dtype=np.int64)
+    out[: a.size] += a
+    out[: b.size] += b
+    return out
+
+
+class PreparedDatasink(Datasink["WriteStats"]):
+    """Writes OUTPUT/{train,val,test}/part-*.parquet and OUTPUT/rejected/part-*.parquet."""
+
+    def __init__(self, output: str, keep_rejected: bool = True) -> None:
+        self.output = output
+        self.keep_rejected = keep_rejected
+        self.result: WriteStats | None = None
+
+    def get_name(self) -> str:
+        return "PreparedParquet"
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> WriteStats:
+        total = WriteStats()
+        kept: dict[str, list[pa.Table]] = {s: [] for s in SPLIT_NAMES}
+        rejected: list[pa.Table] = []
+        for block in blocks:
+            table = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block)
+            if table.num_rows == 0:
+                continue
+            st, per_split, dropped = stats_for(table)
+            total.merge(st)
+            for s, part in per_split.items():
+                kept[s].append(part.select(list(KEPT_COLUMNS)))
+            if self.keep_rejected and dropped.num_rows:
+                rejected.append(dropped.select(list(REJECTED_COLUMNS)))
+        # One file per split per write task; a unique name so tasks never collide.
+        name = f"part-{getattr(ctx, 'task_idx', 0):05d}-{uuid.uuid4().hex[:12]}.parquet"
+        for s, parts in kept.items():
+            if parts:
+                total.files.append(self._write(storage.join(self.output, s, name), parts))
+        if rejected:
+            total.files.append(self._write(storage.join(self.output, "rejected", name), rejected))
+        return total
+
+    @staticmethod
+    def _write(path: str, parts: list[pa.Table]) -> str:
+        fs, inner = storage.resolve(path)
+        fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(pa.concat_tables(parts), inner, filesystem=fs, compression="zstd")
+        return path
+
+    def on_write_complete(self, write_result: Any) -> None:
+        total = WriteStats()
+        for st in write_result.write_returns:
+            if st is not None:
+                total.merge(st)
+        self.result = total
