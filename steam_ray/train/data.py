@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 Batch = dict[str, torch.Tensor]
 
@@ -32,17 +33,26 @@ def pad_batch(
     return {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(mask),
-        "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64)),
+        "labels": torch.from_numpy(np.array(labels, dtype=np.int64)),  # a copy: writable
     }
 
 
-def make_collate(pad_id: int) -> Callable[[dict[str, np.ndarray]], Batch]:
-    """A ``collate_fn`` for ``iter_torch_batches`` (numpy dict in, padded tensors out)."""
+class PadCollate(NumpyBatchCollateFn):
+    """The ``collate_fn`` for ``iter_torch_batches``: numpy dict in, padded tensors out.
 
-    def collate(batch: dict[str, np.ndarray]) -> Batch:
-        return pad_batch(list(batch["input_ids"]), batch["label"], pad_id)
+    A ``NumpyBatchCollateFn`` subclass: Ray Data deprecated plain functions as collate_fn.
+    """
 
-    return collate
+    def __init__(self, pad_id: int) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Batch:  # type: ignore[override]
+        return pad_batch(list(batch["input_ids"]), batch["label"], self.pad_id)
+
+
+def make_collate(pad_id: int) -> PadCollate:
+    return PadCollate(pad_id)
 
 
 def bucket_batches(

@@ -186,6 +186,7 @@ def _maybe_inject_failure(cfg: TrainConfig, run_dir: str, step: int, rank: int, 
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray
     import ray.train
     import ray.train.torch
     from ray.train import Checkpoint
@@ -284,6 +285,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         nonlocal last_eval_step
         val = evaluate(raw, val_shard, cfg, pad_id, device, dtype, world)
         hashes = gather_objects(param_checksum(raw))
+        nodes = gather_objects(ray.get_runtime_context().get_node_id())
         metrics: dict[str, Any] = {
             **val,
             "step": global_step,
@@ -293,7 +295,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "world_size": world,
             "attempt": attempt,
             "resumed_from_step": resumed_from_step,
+            "resumed_from": resumed_from or "",
             "param_hashes": hashes,
+            "node_ids": nodes,
             "elapsed_s": time.perf_counter() - t0,
         }
         tracker.log({f"val/{k}": v for k, v in val.items()}, global_step)

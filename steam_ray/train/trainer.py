@@ -166,7 +166,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "restarts": attempts - 1,
         # The step the last (successful) attempt resumed from: 0 for an uninterrupted run.
         "resumed_from_step": int(final.get("resumed_from_step", 0)),
-        "resumed_from": final.get("resumed_from_step") or None,
+        # The checkpoint that attempt restored (None: it started from the base model).
+        "resumed_from": final.get("resumed_from") or None,
         "global_step": int(final.get("step", 0)),
         "data": cfg.data,
         "data_fingerprint": manifest.fingerprint,
