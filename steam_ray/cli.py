@@ -145,6 +145,12 @@ def train(
     eval_every_steps: Annotated[int | None, typer.Option()] = None,
     max_failures: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    placement_strategy: Annotated[
+        str | None, typer.Option(help="PACK | SPREAD | STRICT_PACK | STRICT_SPREAD")
+    ] = None,
+    experiment_name: Annotated[
+        str | None, typer.Option(help="Run name under --output; re-using one resumes it.")
+    ] = None,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -169,6 +175,8 @@ def train(
         eval_every_steps=eval_every_steps,
         max_failures=max_failures,
         seed=seed,
+        placement_strategy=placement_strategy,
+        experiment_name=experiment_name,
     )
     cfg = _load(config, overrides, debug)
     result = _run(debug, lambda: run_training(cfg.train))
