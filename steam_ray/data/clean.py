@@ -1,10 +1,11 @@
 """Cleaning, labelling, drop reasons and split assignment for one batch (vectorised pyarrow).
 
-Drop reasons, first match wins: ``malformed`` (the CSV row could not be parsed), ``empty``
-(missing/blank text), ``placeholder`` (the whole text is e.g. "Early Access Review", any case),
-``excluded`` (label value in ColumnMap.exclude), ``bad_label`` (label neither positive nor
-negative), then ``duplicate`` (same group and cleaned text as a kept row; decided later by the
-dedupe stage). Nothing else is dropped: short, non-English or very long texts are kept.
+Drop reasons, first match wins: ``malformed`` (the CSV row could not be parsed), ``excluded``
+(label value in ColumnMap.exclude: not a review at all), ``empty`` (missing/blank text),
+``placeholder`` (the whole text is e.g. "Early Access Review", any case), ``bad_label`` (label
+neither positive nor negative), then ``duplicate`` (same group and cleaned text as a kept row;
+decided later by the dedupe stage). Nothing else is dropped: short, non-English or very long
+texts are kept.
 """
 
 from __future__ import annotations
@@ -94,13 +95,14 @@ def classify(
     pos = pc.is_in(raw_label, value_set=pa.array(columns.positive, pa.string()))
     good_label = pc.or_(pos, neg).to_numpy(zero_copy_only=False)
     codes[~good_label] = _R_BAD
-    if columns.exclude:
-        excl = pc.is_in(raw_label, value_set=pa.array(columns.exclude, pa.string()))
-        codes[excl.to_numpy(zero_copy_only=False)] = _R_EXCLUDED
     placeholders = pa.array([p.strip().lower() for p in clean.placeholders], pa.string())
     is_ph = pc.is_in(pc.utf8_lower(text), value_set=placeholders).to_numpy(zero_copy_only=False)
     codes[is_ph] = _R_PLACEHOLDER
     codes[pc.equal(text, "").to_numpy(zero_copy_only=False)] = _R_EMPTY
+    if columns.exclude:
+        # Not a review at all (the sample's `plot` rows), whatever its text: counted apart.
+        excl = pc.is_in(raw_label, value_set=pa.array(columns.exclude, pa.string()))
+        codes[excl.to_numpy(zero_copy_only=False)] = _R_EXCLUDED
     if MALFORMED_COLUMN in batch.column_names:
         bad = pc.is_valid(batch.column(MALFORMED_COLUMN)).to_numpy(zero_copy_only=False)
         codes[bad] = _R_MALFORMED

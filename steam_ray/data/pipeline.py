@@ -34,7 +34,7 @@ from steam_ray import storage
 from steam_ray.config import DataConfig, resolve_model
 from steam_ray.data import manifest as mf
 from steam_ray.data.clean import REASONS, Deduper, apply_dedupe, classify
-from steam_ray.data.sink import KEPT_COLUMNS, PreparedDatasink, WriteStats
+from steam_ray.data.sink import KEPT_COLUMNS, KEPT_SCHEMA, PreparedDatasink, WriteStats
 from steam_ray.data.sources import check_input, read_source
 from steam_ray.data.tokenize import TokenizeBatch, load_tokenizer
 from steam_ray.errors import DataError, SteamRayError
@@ -183,8 +183,12 @@ def prepare(cfg: DataConfig) -> mf.Manifest:
 
     ctx = ray.data.DataContext.get_current()
     saved_order = ctx.execution_options.preserve_order
+    saved_deaths = ctx.max_consecutive_actor_init_deaths
     # In read order, the first of a set of duplicates is the one kept, every run.
     ctx.execution_options.preserve_order = True
+    # Ray 2.60 sporadically loses an actor before its constructor runs ("all references
+    # removed", seen at 1M rows); replace it instead of failing. A broken UDF still fails.
+    ctx.max_consecutive_actor_init_deaths = max(saved_deaths, 3)
     try:
         ds = build_dataset(cfg, files, tokenizer_path)
         sink = PreparedDatasink(cfg.output, keep_rejected=cfg.keep_rejected)
@@ -200,7 +204,10 @@ def prepare(cfg: DataConfig) -> mf.Manifest:
             ) from exc
     finally:
         ctx.execution_options.preserve_order = saved_order
+        ctx.max_consecutive_actor_init_deaths = saved_deaths
     stats = sink.result or WriteStats()
+    if stats.rows_kept:
+        sink.write_empty_splits(stats)
     elapsed = time.perf_counter() - start
 
     if stats.rows_read == 0:
@@ -227,13 +234,7 @@ def prepare(cfg: DataConfig) -> mf.Manifest:
         token_length_percentiles=percentiles_from_hist(stats.length_hist),
         truncated_rows=stats.truncated_rows,
         fingerprint=stats.fingerprint(),
-        columns={
-            "text": "string",
-            "label": "int64",
-            "group": "string",
-            "input_ids": "list<int32>",
-            "num_tokens": "int32",
-        },
+        columns={f.name: str(f.type) for f in KEPT_SCHEMA},
         elapsed_s=round(elapsed, 3),
         rows_per_s=round(stats.rows_read / elapsed, 1) if elapsed > 0 else 0.0,
         steam_ray_version=steam_ray.__version__,

@@ -20,6 +20,15 @@ from steam_ray.data.split import SEP, hash64_many
 
 _MASK64 = (1 << 64) - 1
 KEPT_COLUMNS = ("text", "label", "group", "input_ids", "num_tokens")
+KEPT_SCHEMA = pa.schema(
+    [
+        ("text", pa.string()),
+        ("label", pa.int64()),
+        ("group", pa.string()),
+        ("input_ids", pa.list_(pa.int32())),
+        ("num_tokens", pa.int32()),
+    ]
+)
 REJECTED_COLUMNS = ("reason", "raw_text", "raw_label", "group")
 
 
@@ -145,7 +154,7 @@ class PreparedDatasink(Datasink["WriteStats"]):
             st, per_split, dropped = stats_for(table)
             total.merge(st)
             for s, part in per_split.items():
-                kept[s].append(part.select(list(KEPT_COLUMNS)))
+                kept[s].append(part.select(list(KEPT_COLUMNS)).cast(KEPT_SCHEMA))
             if self.keep_rejected and dropped.num_rows:
                 rejected.append(dropped.select(list(REJECTED_COLUMNS)))
         # One file per split per write task; a unique name so tasks never collide.
@@ -156,6 +165,13 @@ class PreparedDatasink(Datasink["WriteStats"]):
         if rejected:
             total.files.append(self._write(storage.join(self.output, "rejected", name), rejected))
         return total
+
+    def write_empty_splits(self, stats: WriteStats) -> None:
+        """A split with no rows still gets a (zero-row) file, so readers find its schema."""
+        for s in SPLIT_NAMES:
+            if stats.splits[s]["rows"] == 0:
+                path = storage.join(self.output, s, "part-empty.parquet")
+                stats.files.append(self._write(path, [KEPT_SCHEMA.empty_table()]))
 
     @staticmethod
     def _write(path: str, parts: list[pa.Table]) -> str:

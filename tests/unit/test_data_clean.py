@@ -92,9 +92,9 @@ def test_rules(text: str | None, score: str | None, reason: str, label: int | No
 def test_excluded_and_sample_labels() -> None:
     table = pa.table(
         {
-            "category": ["fresh", "rotten", "plot", "weird"],
-            "text": ["a", "b", "c", "d"],
-            "movie_name": ["m1", "m1", "m2", "m3"],
+            "category": ["fresh", "rotten", "plot", "weird", "plot"],
+            "text": ["a", "b", "c", "d", ""],
+            "movie_name": ["m1", "m1", "m2", "m3", "m4"],
         }
     )
     out = classify(
@@ -106,7 +106,8 @@ def test_excluded_and_sample_labels() -> None:
         val_fraction=0.1,
         test_fraction=0.1,
     ).to_pylist()
-    assert [r["reason"] for r in out] == ["", "", "excluded", "bad_label"]
+    # A `plot` row is excluded even when its text is empty.
+    assert [r["reason"] for r in out] == ["", "", "excluded", "bad_label", "excluded"]
     assert [r["label"] for r in out[:2]] == [1, 0]
 
 
