@@ -82,6 +82,16 @@ def data_prepare(
         list[str] | None, typer.Option(help="Raw label value(s) meaning negative.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Read at most N rows (smoke runs).")] = None,
+    tokenizer_actors: Annotated[
+        int | None, typer.Option(help="Tokenizer actors (default: cluster CPUs - 1).")
+    ] = None,
+    csv_chunk_mb: Annotated[
+        float | None, typer.Option(help="Target MB per CSV read task (default 64).")
+    ] = None,
+    keep_rejected: Annotated[
+        bool | None,
+        typer.Option("--keep-rejected/--no-keep-rejected", help="Write dropped rows aside."),
+    ] = None,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -111,6 +121,9 @@ def data_prepare(
         test_fraction=test_fraction,
         seed=seed,
         limit=limit,
+        tokenizer_actors=tokenizer_actors,
+        csv_chunk_bytes=None if csv_chunk_mb is None else int(csv_chunk_mb * 1024 * 1024),
+        keep_rejected=keep_rejected,
     )
     if columns:
         overrides["data"]["columns"] = columns

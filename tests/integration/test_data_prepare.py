@@ -224,10 +224,10 @@ def test_generic_parquet_jsonl_hf(ray_cluster: Any, tmp_path: Path, minilm_path:
 
 def test_cli_sample_end_to_end(ray_cluster: Any, tmp_path: Path) -> None:
     out = tmp_path / "sample"
-    result = CliRunner().invoke(
-        cli_app,
-        ["data", "prepare", "--source", "sample", "--output", str(out), "--max-length", "64"],
-    )
+    args = ["data", "prepare", "--source", "sample", "--output", str(out), "--max-length", "64"]
+    # ~2.5 MB file in 0.5 MB ranges: several read tasks; no rejected/ dir.
+    args += ["--csv-chunk-mb", "0.5", "--tokenizer-actors", "2", "--no-keep-rejected"]
+    result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 0, result.output
     assert "rows/s" in result.output and "excluded=1,097" in result.output
     m = read_manifest(str(out))
@@ -235,6 +235,8 @@ def test_cli_sample_end_to_end(ray_cluster: Any, tmp_path: Path) -> None:
     assert m.dropped["excluded"] == 1_097  # the `plot` rows
     assert m.rows_read == m.rows_kept + sum(m.dropped.values())
     assert m.splits["train"].rows > m.splits["val"].rows > 0
+    assert m.max_length == 64 and m.token_length_percentiles["max"] <= 64
+    assert not (out / "rejected").exists()
     movies = [{r["group"] for r in _read(out, s).to_pylist()} for s in ("train", "val", "test")]
     assert not (movies[0] & movies[1]) and not (movies[0] & movies[2])
 
