@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/bench_data_prepare.py --rows 200000 [--workdir /tmp/bench]
 
 Both read the same synthetic Steam-schema CSV (benchmarks/synth.py), apply the same rules and
-the same fast tokenizer (Rust ``encode_batch_fast``, batched) and write Parquet. Peak memory is
-the summed RSS of the process tree (driver + Ray's raylet/workers; shared object-store pages are
-counted once per process that maps them, so it overstates Ray's real footprint).
+the same fast tokenizer (steam_ray's ``Encoder``: Rust ``encode_batch_fast``, batched) and
+write Parquet. Peak memory is the summed RSS of the process tree (driver + Ray's raylet and
+workers; shared object-store pages are counted once per process that maps them, so it
+overstates Ray's real footprint).
 """
 
 from __future__ import annotations
@@ -70,12 +71,12 @@ def baseline(csv_path: str, out: str, model_path: str, max_length: int = 256) ->
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
 
-    tok = Tokenizer.from_str(AutoTokenizer.from_pretrained(model_path).backend_tokenizer.to_str())
-    tok.enable_truncation(max_length)
-    tok.no_padding()
+    from steam_ray.data.tokenize import Encoder
+
+    # The pipeline's own encoder (Rust encode_batch_fast, long texts cut at a word boundary
+    # first): the comparison measures the pipeline, not two ways of calling the tokenizer.
+    encoder = Encoder(model_path, max_length)
     mask = re.compile(r"♥(?:\s*♥)*")
     seen: set[tuple[str, str]] = set()
     writers: dict[str, pq.ParquetWriter] = {}
@@ -104,7 +105,7 @@ def baseline(csv_path: str, out: str, model_path: str, max_length: int = 256) ->
                 keep.append(i)
         text, score, group = text.iloc[keep], score.iloc[keep], group.iloc[keep]
         texts = text.tolist()
-        ids = [e.ids for e in tok.encode_batch_fast(texts)]
+        ids, _, _ = encoder.encode(texts)
         u = [_h64(f"42\x1f{g}") / 2**64 for g in group]
         split = ["test" if x < 0.1 else "val" if x < 0.2 else "train" for x in u]
         table = pa.table(
@@ -112,7 +113,7 @@ def baseline(csv_path: str, out: str, model_path: str, max_length: int = 256) ->
                 "text": texts,
                 "label": (score == "1").astype("int64").tolist(),
                 "group": group.tolist(),
-                "input_ids": pa.array(ids, pa.list_(pa.int32())),
+                "input_ids": ids,
             },
             schema=schema,
         )

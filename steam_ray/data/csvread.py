@@ -52,6 +52,10 @@ def _open(path: str) -> tuple[pafs.FileSystem, str, int]:
     return fs, inner, int(info.size)
 
 
+def file_size(path: str) -> int:
+    return _open(path)[2]
+
+
 def _even_quote_newlines(buf: bytes, parity_before: int) -> np.ndarray:
     """Offsets (in ``buf``) of newlines with an even count of quotes before them in the file."""
     arr = np.frombuffer(buf, dtype=np.uint8)

@@ -40,7 +40,9 @@ class Manifest(BaseModel):
     input: str | None = None
     rows_read: int
     rows_kept: int
-    # Reason -> rows dropped. Always holds every reason in DROP_REASONS, zeros included.
+    # Reason -> rows dropped. Always holds every reason in DROP_REASONS, zeros included, plus
+    # `excluded` (ColumnMap.exclude label values) and `malformed` (unparseable CSV rows).
+    # rows_read == rows_kept + sum(dropped.values()) exactly.
     dropped: dict[str, int]
     splits: dict[str, SplitStats]
     split_by: str

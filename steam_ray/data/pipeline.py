@@ -128,7 +128,8 @@ def _cluster_cpus() -> float:
 
 
 def build_dataset(cfg: DataConfig, files: list[str], tokenizer_path: str) -> ray.data.Dataset:
-    ds = read_source(cfg, files, {"num_cpus": READ_CPUS})
+    # At least ~4 read tasks per CPU (a ~2 GB file still gets csv_chunk_bytes ranges).
+    ds = read_source(cfg, files, {"num_cpus": READ_CPUS}, min_ranges=4 * int(_cluster_cpus()))
     if cfg.limit is not None:
         ds = ds.limit(cfg.limit)
     ds = ds.map_batches(
@@ -153,7 +154,9 @@ def build_dataset(cfg: DataConfig, files: list[str], tokenizer_path: str) -> ray
             compute=ray.data.ActorPoolStrategy(size=1),
             num_cpus=DEDUPE_CPUS,
         )
-    actors = cfg.tokenizer_actors or max(1, int(_cluster_cpus()) - 1)
+    # One per cluster CPU: tokenizing is the bulk of the work, and at 0.5 CPU each they leave
+    # room for reads and writes (measured: 2 actors ~12% faster than 1 on a 2-core machine).
+    actors = cfg.tokenizer_actors or max(1, int(_cluster_cpus()))
     return ds.map_batches(
         TokenizeBatch,
         fn_constructor_kwargs={"path": tokenizer_path, "max_length": cfg.max_length},

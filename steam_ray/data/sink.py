@@ -16,7 +16,6 @@ from ray.data import Datasink
 
 from steam_ray import storage
 from steam_ray.data.clean import KEPT, REASONS, SPLIT_NAMES
-from steam_ray.data.split import SEP, hash64_many
 
 _MASK64 = (1 << 64) - 1
 KEPT_COLUMNS = ("text", "label", "group", "input_ids", "num_tokens")
@@ -76,17 +75,24 @@ class WriteStats:
         return f"{self.fingerprint_sum:016x}{self.fingerprint_xor:016x}"
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, vectorised (uint64 arithmetic wraps)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    out: np.ndarray = x ^ (x >> np.uint64(31))
+    return out
+
+
 def row_hashes(table: pa.Table, split: str) -> np.ndarray:
-    """Stable per-row hashes of (split, label, group, text) for the content fingerprint."""
-    return hash64_many(
-        f"{split}{SEP}{lab}{SEP}{g}{SEP}{t}"
-        for lab, g, t in zip(
-            table.column("label").to_pylist(),
-            table.column("group").to_pylist(),
-            table.column("text").to_pylist(),
-            strict=True,
-        )
-    )
+    """Per-row hashes of (split, label, group, text) for the content fingerprint.
+
+    ``dkey`` already is a blake2b hash of (group, cleaned text); mixing in label and split
+    vectorised avoids a second per-row Python hash.
+    """
+    dkey = table.column("dkey").to_numpy().astype(np.uint64)
+    label = table.column("label").to_numpy().astype(np.uint64)
+    code = np.uint64(SPLIT_NAMES.index(split) + 1)
+    return _mix64(dkey ^ _mix64((label + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15) + code))
 
 
 def stats_for(table: pa.Table) -> tuple[WriteStats, dict[str, pa.Table], pa.Table]:

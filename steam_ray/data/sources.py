@@ -21,11 +21,16 @@ from steam_ray.errors import DataError
 class CsvRangeDatasource(Datasource):
     """One read task per byte range of each CSV file (see ``csvread``)."""
 
-    def __init__(self, paths: list[str], chunk_bytes: int) -> None:
+    def __init__(self, paths: list[str], chunk_bytes: int, min_ranges: int = 1) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._ranges: list[csvread.CsvRange] = []
+        sizes = [csvread.file_size(p) for p in paths]
+        # Smaller ranges when the input is small for the cluster: enough read tasks to keep
+        # every CPU busy, and the first blocks reach the tokenizers sooner.
+        target = max(1 << 20, sum(sizes) // max(1, min_ranges))
+        chunk = min(chunk_bytes, target)
         for path in paths:
-            self._ranges.extend(csvread.scan_ranges(path, chunk_bytes))
+            self._ranges.extend(csvread.scan_ranges(path, chunk))
 
     @property
     def ranges(self) -> list[csvread.CsvRange]:
@@ -147,11 +152,13 @@ def check_input(cfg: DataConfig, input_path: str) -> list[str]:
     return files
 
 
-def read_source(cfg: DataConfig, files: list[str], read_args: dict[str, Any]) -> ray.data.Dataset:
+def read_source(
+    cfg: DataConfig, files: list[str], read_args: dict[str, Any], min_ranges: int = 1
+) -> ray.data.Dataset:
     """The raw rows of ``files`` (from ``check_input``) as a Ray Dataset."""
     ds: ray.data.Dataset
     if cfg.source in ("steam", "csv", "sample"):
-        source = CsvRangeDatasource(files, cfg.csv_chunk_bytes)
+        source = CsvRangeDatasource(files, cfg.csv_chunk_bytes, min_ranges=min_ranges)
         ds = ray.data.read_datasource(source, **read_args)
     elif cfg.source == "parquet":
         ds = ray.data.read_parquet(files, **read_args)

@@ -181,9 +181,21 @@ def test_random_split_and_rerun_replaces_output(
 
 def test_zero_rows_left_is_a_data_error(ray_cluster: Any, tmp_path: Path, minilm_path: str) -> None:
     src = tmp_path / "bad.csv"
-    src.write_text(HEADER + "\n1,A,Early Access Review,1,0\n2,B,,1,0\n3,C,text,0,0\n")
-    cfg = DataConfig(source="steam", input=str(src), output=str(tmp_path / "o"), model=minilm_path)
-    with pytest.raises(DataError, match=r"bad\.csv: no rows left after cleaning"):
+    good = "".join(f"{i},G,fine review {i},1,0\n" for i in range(200))
+    src.write_text(HEADER + "\n1,A,Early Access Review,1,0\n2,B,,1,0\n3,C,text,0,0\n" + good)
+    # --limit 3 reads the first three rows only (in file order, over several ranges).
+    cfg = DataConfig(
+        source="steam",
+        input=str(src),
+        output=str(tmp_path / "o"),
+        model=minilm_path,
+        limit=3,
+        csv_chunk_bytes=1024,
+    )
+    with pytest.raises(
+        DataError,
+        match=r"bad\.csv: no rows left after cleaning \(empty=1, placeholder=1, bad_label=1\)",
+    ):
         prepare(cfg)
 
 

@@ -9,7 +9,15 @@ from transformers import AutoTokenizer
 from steam_ray.data.pipeline import percentiles_from_hist
 from steam_ray.data.tokenize import Encoder, TokenizeBatch
 
-TEXTS = ["no", "Great game ♥ 10/10", "Привет мир 🎮", "word " * 400, ""]
+TEXTS = [
+    "no",
+    "Great game ♥ 10/10",
+    "Привет мир 🎮",
+    "word " * 400,  # cut before tokenizing (same ids)
+    ("a" * 101 + " ") * 50,  # cut yields too few tokens: full text re-encoded
+    "x" * 5000,  # no space to cut at
+    "",
+]
 
 
 def test_same_ids_as_hf_truncation(minilm_path: str) -> None:
@@ -20,7 +28,7 @@ def test_same_ids_as_hf_truncation(minilm_path: str) -> None:
     assert ids.to_pylist() == expected
     assert ids.type == pa.list_(pa.int32())
     assert lengths.tolist() == [len(e) for e in expected]
-    assert truncated.tolist() == [False, False, False, True, False]
+    assert truncated.tolist() == [False, False, False, True, True, False, False]
 
 
 def test_batch_tokenizes_only_kept_rows(minilm_path: str) -> None:
