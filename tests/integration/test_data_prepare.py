@@ -170,6 +170,7 @@ def test_random_split_and_rerun_replaces_output(
         val_fraction=0.3,
         test_fraction=0.3,
         csv_chunk_bytes=8192,
+        tokenizer_actors=1,
     )
     m = prepare(cfg)
     groups = [{r["group"] for r in _read(out, s).to_pylist()} for s in ("train", "val", "test")]
@@ -191,6 +192,7 @@ def test_zero_rows_left_is_a_data_error(ray_cluster: Any, tmp_path: Path, minilm
         model=minilm_path,
         limit=3,
         csv_chunk_bytes=1024,
+        tokenizer_actors=1,
     )
     with pytest.raises(
         DataError,
@@ -226,6 +228,7 @@ def test_generic_parquet_jsonl_hf(ray_cluster: Any, tmp_path: Path, minilm_path:
                 output=str(tmp_path / f"out_{source}"),
                 model=minilm_path,
                 columns=cols,
+                tokenizer_actors=1,  # tiny inputs: one actor starts fastest
             )
         )
         assert (m.rows_read, m.rows_kept) == (6, 4), source
