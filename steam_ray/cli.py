@@ -83,7 +83,7 @@ def data_prepare(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Read at most N rows (smoke runs).")] = None,
     tokenizer_actors: Annotated[
-        int | None, typer.Option(help="Tokenizer actors (default: cluster CPUs - 1).")
+        int | None, typer.Option(help="Tokenizer actors (default: one per cluster CPU).")
     ] = None,
     csv_chunk_mb: Annotated[
         float | None, typer.Option(help="Target MB per CSV read task (default 64).")
