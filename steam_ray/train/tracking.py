@@ -75,6 +75,10 @@ class Tracker:
     def log(self, metrics: dict[str, float], step: int) -> None:
         if not self.enabled:
             return
+        # One console line per log call: Ray forwards it to the driver, so a run shows
+        # progress where the user is looking, not only in TensorBoard/W&B.
+        shown = " ".join(f"{k.split('/', 1)[-1]}={_fmt(v)}" for k, v in metrics.items())
+        print(f"[steam-ray] step {step}: {shown}", flush=True)
         if self._tb is not None:
             try:
                 for key, value in metrics.items():
@@ -113,3 +117,7 @@ class Tracker:
                 )
             except Exception as exc:
                 log.warning("uploading tracking files to %s failed: %s", self._remote_dir, exc)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
