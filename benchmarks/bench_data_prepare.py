@@ -4,9 +4,10 @@
 
 Both read the same synthetic Steam-schema CSV (benchmarks/synth.py), apply the same rules and
 the same fast tokenizer (steam_ray's ``Encoder``: Rust ``encode_batch_fast``, batched) and
-write Parquet. Peak memory is the summed RSS of the process tree (driver + Ray's raylet and
-workers; shared object-store pages are counted once per process that maps them, so it
-overstates Ray's real footprint).
+write Parquet. Peak memory of the process tree (driver + Ray's raylet and workers) is sampled
+two ways: summed RSS (shared object-store pages counted once per process that maps them, so it
+overstates Ray) and summed PSS (shared pages split between the processes that map them: the
+real footprint).
 """
 
 from __future__ import annotations
@@ -32,25 +33,29 @@ import synth
 
 
 class PeakRss:
-    """Samples the RSS of this process and all its descendants in a thread."""
+    """Samples the RSS and PSS of this process and all its descendants in a thread."""
 
     def __init__(self, interval: float = 0.25) -> None:
         self.peak = 0
+        self.peak_pss = 0
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> int:
+    def _sample(self) -> tuple[int, int]:
         me = psutil.Process()
-        total = 0
+        rss = pss = 0
         for p in [me, *me.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        return total
+            with contextlib.suppress(psutil.Error, AttributeError):
+                info = p.memory_full_info()
+                rss += info.rss
+                pss += info.pss
+        return rss, pss
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
+            rss, pss = self._sample()
+            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
             self._stop.wait(self._interval)
 
     def __enter__(self) -> PeakRss:
@@ -144,13 +149,13 @@ def run(
     model = resolve_model(OFFLINE_MODEL_NAME)
 
     if skip_baseline:
-        counts, base_s, base_peak = {"read": rows, "kept": -1}, float("nan"), 0
+        counts, base_s, base_peak, base_pss = {"read": rows, "kept": -1}, float("nan"), 0, 0
     else:
         with PeakRss() as mem_b:
             t = time.perf_counter()
             counts = baseline(csv_path, f"{workdir}/out_baseline_{rows}", model)
             base_s = time.perf_counter() - t
-        base_peak = mem_b.peak
+        base_peak, base_pss = mem_b.peak, mem_b.peak_pss
         print(f"baseline: {counts} in {base_s:.1f}s", flush=True)
 
     import ray
@@ -178,10 +183,12 @@ def run(
         "baseline_s": round(base_s, 1),
         "baseline_rows_per_s": round(rows / base_s) if base_s == base_s else None,
         "baseline_peak_rss_mb": round(base_peak / 1e6),
+        "baseline_peak_pss_mb": round(base_pss / 1e6),
         "ray_init_s": round(init_s, 1),
         "ray_s": round(ray_s, 1),
         "ray_rows_per_s": round(rows / ray_s),
         "ray_peak_rss_mb": round(mem_r.peak / 1e6),
+        "ray_peak_pss_mb": round(mem_r.peak_pss / 1e6),
         "speedup": round(base_s / ray_s, 2),
         "rows_kept_ray": manifest.rows_kept,
         "rows_kept_baseline": counts["kept"],
