@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,3 +107,17 @@ def write_dataset(
     )
     write_manifest(str(out), manifest)
     return manifest
+
+
+def run_isolated(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in ``python -I`` from ``/`` with a bare environment: no repo on sys.path,
+    no user site, offline hub. The editable install's path hook still exists in the venv, so
+    callers assert the code never imports steam_ray rather than that it cannot."""
+    return subprocess.run(
+        [sys.executable, "-I", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        cwd="/",
+    )

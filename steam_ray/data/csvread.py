@@ -39,7 +39,8 @@ class CsvRange:
     header: bytes  # the header record, newline included, BOM removed
 
 
-def _open(path: str) -> tuple[pafs.FileSystem, str, int]:
+def stat_input(path: str) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
+    """(filesystem, inner path, info) of an input that must exist; DataError otherwise."""
     try:
         fs, inner = storage.resolve(path)
         info = fs.get_file_info(inner)
@@ -47,6 +48,11 @@ def _open(path: str) -> tuple[pafs.FileSystem, str, int]:
         raise DataError(f"{path}: cannot open input: {exc}") from exc
     if info.type == pafs.FileType.NotFound:
         raise DataError(f"input not found: {path}")
+    return fs, inner, info
+
+
+def _open(path: str) -> tuple[pafs.FileSystem, str, int]:
+    fs, inner, info = stat_input(path)
     if info.type != pafs.FileType.File:
         raise DataError(f"{path}: not a file")
     return fs, inner, int(info.size)

@@ -67,13 +67,7 @@ class CsvRangeDatasource(Datasource):
 
 def _expand(path: str, suffixes: tuple[str, ...]) -> list[str]:
     """A file, or the files with one of ``suffixes`` in a directory (sorted)."""
-    try:
-        fs, inner = storage.resolve(path)
-        info = fs.get_file_info(inner)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot open input: {exc}") from exc
-    if info.type == pafs.FileType.NotFound:
-        raise DataError(f"input not found: {path}")
+    fs, inner, info = csvread.stat_input(path)
     if info.type == pafs.FileType.File:
         return [path]
     infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from train_fixtures import write_dataset
+from train_fixtures import run_isolated, write_dataset
 
 from steam_ray.config import TrainConfig
 from steam_ray.train.trainer import train
@@ -90,14 +88,7 @@ def test_short_run_metrics_checkpoint_result(
         "print(tuple(out.logits.shape), m.config.id2label[1])\n"
         "assert not any(k.startswith('steam_ray') for k in sys.modules)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
-        cwd="/",
-    )
+    proc = run_isolated(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "(2, 2) positive"
 

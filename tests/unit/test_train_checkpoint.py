@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from train_fixtures import run_isolated
 
 from steam_ray.config import TrainConfig
 from steam_ray.train.checkpoint import (
@@ -118,16 +117,7 @@ def test_loads_with_plain_transformers_without_steam_ray(
         "assert not any(k.startswith('steam_ray') for k in sys.modules)\n"
         "try:\n    import steam_ray\nexcept ImportError:\n    print('no-steam-ray')\n"
     )
-    # -I: isolated mode (no cwd/user site on sys.path); the editable install's path hook
-    # still exists in the venv, so the check above is that the load never imports it.
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
-        cwd="/",
-    )
+    proc = run_isolated(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[0] == "2"
 
