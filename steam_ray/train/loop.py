@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import tempfile
@@ -181,6 +182,16 @@ def _maybe_inject_failure(cfg: TrainConfig, run_dir: str, step: int, rank: int, 
     marker = storage.join(run_dir, FAIL_MARKER)
     if storage.exists(marker):
         return
+    # Die only once the controller has committed a checkpoint (its snapshot file lists one):
+    # reports reach the controller asynchronously, and a death before that is a resume from
+    # step 0 — real Ray behaviour, but not the case this hook exists to exercise.
+    snapshot = storage.join(run_dir, "checkpoint_manager_snapshot.json")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(storage.read_text(snapshot)).get("checkpoint_results"):
+                break
+        time.sleep(0.5)
     storage.write_text(marker, f"rank {rank} exited at step {step}\n")
     os._exit(1)  # a real process death, as a crashed or preempted worker
 
