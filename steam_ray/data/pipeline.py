@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,7 +56,9 @@ class DedupeActor:
     def __init__(self) -> None:
         self._dedupe = Deduper()
         # Ray Data restarts a dead actor by default; a restarted one has an empty seen-set.
-        self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():  # Ray's property reads its own deprecated actor_id
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self._restarted:
