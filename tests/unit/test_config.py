@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import ValidationError
-from typer.testing import CliRunner
 
-from steam_ray.cli import app
 from steam_ray.config import (
     CLUSTER_MODEL_NAME,
     OFFLINE_MODEL_NAME,
@@ -64,8 +64,11 @@ def test_resolve_model(tmp_path: Path) -> None:
 
 
 def test_cli_config_prints_resolved_yaml() -> None:
-    result = CliRunner().invoke(app, ["config", "--config", "cluster"])
-    assert result.exit_code == 0, result.output
-    assert yaml.safe_load(result.output)["train"]["model"] == CLUSTER_MODEL_NAME
-    bad = CliRunner().invoke(app, ["config", "--config", "missing-file.yaml"])
-    assert bad.exit_code == 1
+    # A real process: in the test session Ray's log thread may write into a captured stdout.
+    exe = str(Path(sys.executable).parent / "steam-ray")
+    proc = subprocess.run([exe, "config", "--config", "cluster"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["train"]["model"] == CLUSTER_MODEL_NAME
+    bad = subprocess.run([exe, "config", "-c", "missing.yaml"], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "error: config file not found: missing.yaml"
