@@ -21,6 +21,15 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(local).expanduser().resolve())
 
 
+def user_path(like: str, fs_path: str) -> str:
+    """A path inside ``resolve(like)``'s filesystem, addressed the way the user addressed
+    ``like``: ``gs://bucket/...`` for a URI, the plain filesystem path for a local one."""
+    if is_uri(like):
+        scheme = like.split("://", 1)[0]
+        return f"{scheme}://{fs_path.lstrip('/')}"
+    return fs_path
+
+
 def join(base: str, *parts: str) -> str:
     if is_uri(base):
         return posixpath.join(base, *parts)

@@ -61,11 +61,7 @@ class WriteStats:
         for s, d in other.splits.items():
             for k, v in d.items():
                 self.splits[s][k] += v
-        n = max(self.length_hist.size, other.length_hist.size)
-        hist = np.zeros(n, dtype=np.int64)
-        hist[: self.length_hist.size] += self.length_hist
-        hist[: other.length_hist.size] += other.length_hist
-        self.length_hist = hist
+        self.length_hist = _add_hist(self.length_hist, other.length_hist)
         self.truncated_rows += other.truncated_rows
         self.fingerprint_sum = (self.fingerprint_sum + other.fingerprint_sum) & _MASK64
         self.fingerprint_xor ^= other.fingerprint_xor

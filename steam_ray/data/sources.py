@@ -76,10 +76,7 @@ def _expand(path: str, suffixes: tuple[str, ...]) -> list[str]:
     )
     if not files:
         raise DataError(f"{path}: no {'/'.join(suffixes)} files in directory")
-    if storage.is_uri(path):
-        scheme = path.split("://", 1)[0]
-        return [f"{scheme}://{f}" for f in files]
-    return files
+    return [storage.user_path(path, f) for f in files]
 
 
 def required_columns(columns: ColumnMap) -> list[str]:

@@ -71,14 +71,6 @@ def _storage_path(output: str) -> str:
     return output if storage.is_uri(output) else str(Path(output).expanduser().resolve())
 
 
-def _uri(output: str, fs_path: str) -> str:
-    """A checkpoint's filesystem path as the user addresses it (gs://bucket/..., or local)."""
-    if storage.is_uri(output):
-        scheme = output.split("://", 1)[0]
-        return f"{scheme}://{fs_path.lstrip('/')}"
-    return fs_path
-
-
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune with Ray Train; returns (and writes to OUTPUT/result.json) the run record."""
     import ray
@@ -152,12 +144,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     attempts_path = storage.join(run_dir, ATTEMPTS_FILE)
     attempts = int(storage.read_text(attempts_path).strip()) if storage.exists(attempts_path) else 1
     record: dict[str, Any] = {
-        "best_checkpoint": _uri(output, best.path),
+        "best_checkpoint": storage.user_path(output, best.path),
         "metrics": json_safe(
             {k: v for k, v in best_metrics.items() if isinstance(v, int | float | str)}
         ),
         "checkpoint_metric": cfg.checkpoint_metric,
-        "latest_checkpoint": _uri(output, result.checkpoint.path) if result.checkpoint else None,
+        "latest_checkpoint": storage.user_path(output, result.checkpoint.path)
+        if result.checkpoint
+        else None,
         "final_metrics": json_safe(final),
         "run_dir": run_dir,
         "experiment_name": name,
