@@ -37,13 +37,14 @@ from steam_ray.data import manifest as mf
 from steam_ray.data.clean import REASONS, Deduper, apply_dedupe, classify
 from steam_ray.data.sink import KEPT_COLUMNS, KEPT_SCHEMA, PreparedDatasink, WriteStats
 from steam_ray.data.sources import check_input, read_source
-from steam_ray.data.tokenize import TokenizeBatch, load_tokenizer
+from steam_ray.data.tokenize import TokenizeBatch, load_tokenizer, tokenizer_json
 from steam_ray.errors import DataError, SteamRayError
 
 # Fractional CPUs so read tasks, cleaning tasks, the dedupe actor, the tokenizer actors and
 # the writers all fit on a 2-CPU node at once (whole-CPU actors can starve the reads there).
+# Read and clean ask for the same CPUs so Ray fuses them into one task per CSV range.
 READ_CPUS = 0.5
-CLEAN_CPUS = 0.25
+CLEAN_CPUS = READ_CPUS
 DEDUPE_CPUS = 0.1
 TOKENIZE_CPUS = 0.5
 WRITE_CPUS = 0.25
@@ -138,7 +139,8 @@ def _cluster_cpus() -> float:
     return float(resources.get("CPU", 1.0))
 
 
-def build_dataset(cfg: DataConfig, files: list[str], tokenizer_path: str) -> ray.data.Dataset:
+def build_dataset(cfg: DataConfig, files: list[str], tokenizer: str) -> ray.data.Dataset:
+    """The pipeline up to tokenization; ``tokenizer`` is the fast tokenizer's JSON."""
     # At least ~4 read tasks per CPU (a ~2 GB file still gets csv_chunk_bytes ranges).
     ds = read_source(cfg, files, {"num_cpus": READ_CPUS}, min_ranges=4 * int(_cluster_cpus()))
     if cfg.limit is not None:
@@ -170,7 +172,7 @@ def build_dataset(cfg: DataConfig, files: list[str], tokenizer_path: str) -> ray
     actors = cfg.tokenizer_actors or max(1, int(_cluster_cpus()))
     return ds.map_batches(
         TokenizeBatch,
-        fn_constructor_kwargs={"path": tokenizer_path, "max_length": cfg.max_length},
+        fn_constructor_kwargs={"tokenizer_json": tokenizer, "max_length": cfg.max_length},
         batch_format="pyarrow",
         batch_size=cfg.batch_size,
         compute=ray.data.ActorPoolStrategy(size=actors),
@@ -204,7 +206,7 @@ def prepare(cfg: DataConfig) -> mf.Manifest:
     # removed", seen at 1M rows); replace it instead of failing. A broken UDF still fails.
     ctx.max_consecutive_actor_init_deaths = max(saved_deaths, 3)
     try:
-        ds = build_dataset(cfg, files, tokenizer_path)
+        ds = build_dataset(cfg, files, tokenizer_json(tokenizer))
         sink = PreparedDatasink(cfg.output, keep_rejected=cfg.keep_rejected)
         try:
             ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})

@@ -27,7 +27,7 @@ class CsvRangeDatasource(Datasource):
         sizes = [csvread.file_size(p) for p in paths]
         # Smaller ranges when the input is small for the cluster: enough read tasks to keep
         # every CPU busy, and the first blocks reach the tokenizers sooner.
-        target = max(1 << 20, sum(sizes) // max(1, min_ranges))
+        target = max(256 << 10, sum(sizes) // max(1, min_ranges))
         chunk = min(chunk_bytes, target)
         for path in paths:
             self._ranges.extend(csvread.scan_ranges(path, chunk))
@@ -150,7 +150,11 @@ def read_source(
     ds: ray.data.Dataset
     if cfg.source in ("steam", "csv", "sample"):
         source = CsvRangeDatasource(files, cfg.csv_chunk_bytes, min_ranges=min_ranges)
-        ds = ray.data.read_datasource(source, **read_args)
+        # One block per range: left to itself Ray splits each read output into more blocks to
+        # reach its default parallelism, and a split read cannot fuse with the map after it.
+        ds = ray.data.read_datasource(
+            source, override_num_blocks=max(1, len(source.ranges)), **read_args
+        )
     elif cfg.source == "parquet":
         ds = ray.data.read_parquet(files, **read_args)
     elif cfg.source == "jsonl":

@@ -24,6 +24,12 @@ def cut_long_text(text: str, limit: int) -> str:
     return text[:at] if at > 0 else text
 
 
+def tokenizer_json(tokenizer: Any) -> str:
+    """The fast tokenizer's full Rust pipeline (normalizer, pre-tokenizer, model, post-processor)
+    as JSON: what the tokenizer actors are built from."""
+    return str(tokenizer.backend_tokenizer.to_str())
+
+
 def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -39,15 +45,20 @@ class Encoder:
     """Truncating, non-padding encoder over the Rust tokenizer (same ids as
     ``tokenizer(text, truncation=True, max_length=N)``, without building attention masks)."""
 
-    def __init__(self, path: str, max_length: int) -> None:
-        tok = load_tokenizer(path)
-        # A private copy: truncation/padding settings are mutable state on the Rust object.
+    def __init__(self, tokenizer_json: str, max_length: int) -> None:
+        # Built from the serialized Rust tokenizer (``backend_tokenizer.to_str()``): a private
+        # copy (truncation/padding are mutable state on it), and workers that only encode never
+        # import transformers (seconds of start-up per actor on a small machine).
         from tokenizers import Tokenizer
 
-        self._tok = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+        self._tok = Tokenizer.from_str(tokenizer_json)
         self._tok.enable_truncation(max_length)
         self._tok.no_padding()
         self.max_length = max_length
+
+    @classmethod
+    def from_pretrained(cls, path: str, max_length: int) -> Encoder:
+        return cls(tokenizer_json(load_tokenizer(path)), max_length)
 
     def encode(self, texts: list[str]) -> tuple[pa.Array, np.ndarray, np.ndarray]:
         """(input_ids as list<int32>, token counts, truncated flags) for ``texts``."""
@@ -78,11 +89,11 @@ class TokenizeBatch:
     """Ray Data callable class: adds ``input_ids``, ``num_tokens``, ``truncated`` for kept rows
     (dropped rows pass through with nulls so they can be counted and kept aside)."""
 
-    def __init__(self, path: str, max_length: int) -> None:
+    def __init__(self, tokenizer_json: str, max_length: int) -> None:
         # Parallelism comes from the actor pool; a Rust thread pool per actor on top of it
         # only oversubscribes the CPUs.
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        self._enc = Encoder(path, max_length)
+        self._enc = Encoder(tokenizer_json, max_length)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows

@@ -7,7 +7,7 @@ import pyarrow as pa
 from transformers import AutoTokenizer
 
 from steam_ray.data.pipeline import percentiles_from_hist
-from steam_ray.data.tokenize import Encoder, TokenizeBatch
+from steam_ray.data.tokenize import Encoder, TokenizeBatch, load_tokenizer, tokenizer_json
 
 TEXTS = [
     "no",
@@ -21,7 +21,7 @@ TEXTS = [
 
 
 def test_same_ids_as_hf_truncation(minilm_path: str) -> None:
-    enc = Encoder(minilm_path, max_length=16)
+    enc = Encoder.from_pretrained(minilm_path, max_length=16)
     ids, lengths, truncated = enc.encode(TEXTS)
     hf = AutoTokenizer.from_pretrained(minilm_path)
     expected = [hf(t, truncation=True, max_length=16)["input_ids"] for t in TEXTS]
@@ -33,7 +33,7 @@ def test_same_ids_as_hf_truncation(minilm_path: str) -> None:
 
 def test_batch_tokenizes_only_kept_rows(minilm_path: str) -> None:
     batch = pa.table({"text": ["kept one", "dropped", "kept two"], "reason": ["", "empty", ""]})
-    out = TokenizeBatch(minilm_path, 32)(batch)
+    out = TokenizeBatch(tokenizer_json(load_tokenizer(minilm_path)), 32)(batch)
     ids = out.column("input_ids").to_pylist()
     assert ids[1] is None and ids[0] and ids[2]
     assert out.column("num_tokens").to_pylist()[1] is None
