@@ -22,10 +22,12 @@ with a Ray cluster up), so it is kept at 1 s to cost the timed runs little.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -36,9 +38,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import contextlib
-
 import synth
+
+CONTENDERS = ("plain", "encoder", "ray")
 
 
 class PeakRss:
@@ -158,67 +160,77 @@ def baseline(
     return counts
 
 
-def run(
-    rows: int, workdir: str, seed: int, tokenizer_actors: int | None, baselines: list[str]
+def run_one(
+    contender: str, rows: int, workdir: str, tokenizer_actors: int | None
 ) -> dict[str, Any]:
+    """Time one contender in this process and measure this process tree's peak memory."""
     from steam_ray.config import OFFLINE_MODEL_NAME, DataConfig, resolve_model
 
+    csv_path = f"{workdir}/steam_{rows}.csv"
+    model = resolve_model(OFFLINE_MODEL_NAME)
+    if contender != "ray":
+        with PeakRss() as mem:
+            t = time.perf_counter()
+            counts = baseline(
+                csv_path, f"{workdir}/out_baseline_{contender}_{rows}", model, contender
+            )
+            elapsed = time.perf_counter() - t
+        kept = counts["kept"]
+    else:
+        import ray
+
+        from steam_ray.data.pipeline import prepare, print_summary
+
+        with PeakRss() as mem:
+            # Ray's start-up (a few seconds) is not timed: on a cluster it is already running.
+            ray.init(include_dashboard=False)
+            cfg = DataConfig(
+                source="steam",
+                input=csv_path,
+                output=f"{workdir}/out_ray_{rows}",
+                tokenizer_actors=tokenizer_actors,
+            )
+            t = time.perf_counter()
+            manifest = prepare(cfg)
+            elapsed = time.perf_counter() - t
+        print_summary(manifest)
+        ray.shutdown()
+        kept = manifest.rows_kept
+    return {
+        "s": round(elapsed, 1),
+        "rows_per_s": round(rows / elapsed),
+        "peak_pss_mb": round(mem.peak_pss / 1e6),
+        "peak_rss_mb": round(mem.peak / 1e6),
+        "rows_kept": kept,
+    }
+
+
+def run(
+    rows: int, workdir: str, seed: int, tokenizer_actors: int | None, contenders: list[str]
+) -> dict[str, Any]:
+    """Each contender in a fresh subprocess, one after the other: its memory figure is its own
+    process tree (not a heap left over from the one before) and nothing runs beside it."""
     csv_path = f"{workdir}/steam_{rows}.csv"
     if not Path(csv_path).is_file():
         t = time.perf_counter()
         synth.generate_steam_csv(csv_path, rows, seed)
         print(f"generated {csv_path} in {time.perf_counter() - t:.1f}s", flush=True)
-    size_mb = os.path.getsize(csv_path) / 1e6
-    model = resolve_model(OFFLINE_MODEL_NAME)
-
-    base: dict[str, dict[str, Any]] = {}
-    for kind in baselines:
-        with PeakRss() as mem_b:
-            t = time.perf_counter()
-            counts = baseline(csv_path, f"{workdir}/out_baseline_{kind}_{rows}", model, kind)
-            elapsed = time.perf_counter() - t
-        base[kind] = {
-            "s": round(elapsed, 1),
-            "rows_per_s": round(rows / elapsed),
-            "peak_rss_mb": round(mem_b.peak / 1e6),
-            "peak_pss_mb": round(mem_b.peak_pss / 1e6),
-            "rows_kept": counts["kept"],
-        }
-        print(f"baseline {kind}: {counts} in {elapsed:.1f}s", flush=True)
-
-    import ray
-
-    from steam_ray.data.pipeline import prepare, print_summary
-
-    with PeakRss() as mem_r:
-        t = time.perf_counter()
-        ray.init(include_dashboard=False)
-        init_s = time.perf_counter() - t
-        cfg = DataConfig(
-            source="steam",
-            input=csv_path,
-            output=f"{workdir}/out_ray_{rows}",
-            tokenizer_actors=tokenizer_actors,
-        )
-        t = time.perf_counter()
-        manifest = prepare(cfg)
-        ray_s = time.perf_counter() - t
-    print_summary(manifest)
-    ray.shutdown()
-    result: dict[str, Any] = {
-        "rows": rows,
-        "csv_mb": round(size_mb, 1),
-        "ray_init_s": round(init_s, 1),
-        "ray_s": round(ray_s, 1),
-        "ray_rows_per_s": round(rows / ray_s),
-        "ray_peak_rss_mb": round(mem_r.peak / 1e6),
-        "ray_peak_pss_mb": round(mem_r.peak_pss / 1e6),
-        "rows_kept_ray": manifest.rows_kept,
-    }
-    for kind, b in base.items():
-        result[f"baseline_{kind}"] = b
-        # > 1: Ray is faster than this single-process loop.
-        result[f"ratio_vs_{kind}"] = round(b["s"] / ray_s, 2)
+    result: dict[str, Any] = {"rows": rows, "csv_mb": round(os.path.getsize(csv_path) / 1e6, 1)}
+    for contender in contenders:
+        cmd = [sys.executable, __file__, "--rows", str(rows), "--workdir", workdir]
+        cmd += ["--one", contender]
+        if tokenizer_actors:
+            cmd += ["--tokenizer-actors", str(tokenizer_actors)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+        lines = proc.stdout.strip().splitlines()
+        print("\n".join(lines[:-1]), flush=True)
+        result[contender] = json.loads(lines[-1])
+        print(f"{contender}: {result[contender]}", flush=True)
+    if "ray" in result:
+        for kind in contenders:
+            if kind != "ray":
+                # > 1: Ray is faster than this single-process loop.
+                result[f"ray_vs_{kind}"] = round(result[kind]["s"] / result["ray"]["s"], 2)
     print(json.dumps(result), flush=True)
     return result
 
@@ -230,18 +242,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tokenizer-actors", type=int, default=None)
     parser.add_argument(
-        "--baselines",
-        default="plain,encoder",
-        help="comma-separated baselines to time before Ray: plain, encoder ('' for Ray only)",
+        "--contenders",
+        default="plain,encoder,ray",
+        help="comma-separated, run in this order: plain, encoder (the baselines), ray",
     )
+    parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    baselines = [b for b in args.baselines.split(",") if b]
-    unknown = set(baselines) - {"plain", "encoder"}
-    if unknown:
-        parser.error(f"unknown baseline(s): {', '.join(sorted(unknown))}")
-    run(args.rows, args.workdir, args.seed, args.tokenizer_actors, baselines)
+    if args.one:
+        print(json.dumps(run_one(args.one, args.rows, args.workdir, args.tokenizer_actors)))
+        return
+    contenders = [c for c in args.contenders.split(",") if c]
+    unknown = set(contenders) - set(CONTENDERS)
+    if unknown or not contenders:
+        parser.error(f"--contenders: choose from {', '.join(CONTENDERS)}")
+    run(args.rows, args.workdir, args.seed, args.tokenizer_actors, contenders)
 
 
 if __name__ == "__main__":

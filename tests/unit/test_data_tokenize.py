@@ -33,9 +33,13 @@ def test_same_ids_as_hf_truncation(minilm_path: str) -> None:
 
 def test_batch_tokenizes_only_kept_rows(minilm_path: str) -> None:
     batch = pa.table({"text": ["kept one", "dropped", "kept two"], "reason": ["", "empty", ""]})
+    # Built from the tokenizer's JSON alone (what the actors get): the HF tokenizer's ids.
     out = TokenizeBatch(tokenizer_json(load_tokenizer(minilm_path)), 32)(batch)
     ids = out.column("input_ids").to_pylist()
-    assert ids[1] is None and ids[0] and ids[2]
+    hf = AutoTokenizer.from_pretrained(minilm_path)
+    assert ids[0] == hf("kept one", truncation=True, max_length=32)["input_ids"]
+    assert ids[2] == hf("kept two", truncation=True, max_length=32)["input_ids"]
+    assert ids[1] is None
     assert out.column("num_tokens").to_pylist()[1] is None
     assert out.column("num_tokens").to_pylist()[0] == len(ids[0])
 
