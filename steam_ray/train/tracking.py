@@ -76,9 +76,11 @@ class Tracker:
         if not self.enabled:
             return
         # One console line per log call: Ray forwards it to the driver, so a run shows
-        # progress where the user is looking, not only in TensorBoard/W&B.
+        # progress where the user is looking, not only in TensorBoard/W&B. Logged, not
+        # printed: Ray Train V2 patches print() in workers and, when the stream is wrapped,
+        # both tees it and logs it, so every printed line reached the driver twice.
         shown = " ".join(f"{k.split('/', 1)[-1]}={_fmt(v)}" for k, v in metrics.items())
-        print(f"[steam-ray] step {step}: {shown}", flush=True)
+        log.info("[steam-ray] step %d: %s", step, shown)
         if self._tb is not None:
             try:
                 for key, value in metrics.items():
