@@ -160,13 +160,18 @@ def baseline(
     return counts
 
 
+def _csv_path(workdir: str, rows: int) -> str:
+    """The synthetic input for ``rows`` (written by the parent, read by each contender)."""
+    return f"{workdir}/steam_{rows}.csv"
+
+
 def run_one(
     contender: str, rows: int, workdir: str, tokenizer_actors: int | None
 ) -> dict[str, Any]:
     """Time one contender in this process and measure this process tree's peak memory."""
     from steam_ray.config import OFFLINE_MODEL_NAME, DataConfig, resolve_model
 
-    csv_path = f"{workdir}/steam_{rows}.csv"
+    csv_path = _csv_path(workdir, rows)
     model = resolve_model(OFFLINE_MODEL_NAME)
     if contender != "ray":
         with PeakRss() as mem:
@@ -210,7 +215,7 @@ def run(
 ) -> dict[str, Any]:
     """Each contender in a fresh subprocess, one after the other: its memory figure is its own
     process tree (not a heap left over from the one before) and nothing runs beside it."""
-    csv_path = f"{workdir}/steam_{rows}.csv"
+    csv_path = _csv_path(workdir, rows)
     if not Path(csv_path).is_file():
         t = time.perf_counter()
         synth.generate_steam_csv(csv_path, rows, seed)

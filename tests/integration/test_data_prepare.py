@@ -182,6 +182,8 @@ def test_random_split_and_rerun_replaces_output(
 
 def test_one_block_per_csv_range(ray_cluster: Any, tmp_path: Path) -> None:
     """Ray must not re-split range reads (a split read cannot fuse with the cleaning map)."""
+    import ray
+
     from steam_ray.data.sources import CsvRangeDatasource, read_source
 
     src = tmp_path / "reviews.csv"
@@ -190,8 +192,6 @@ def test_one_block_per_csv_range(ray_cluster: Any, tmp_path: Path) -> None:
     cfg = cfg.model_copy(update={"csv_chunk_bytes": 2048})
     ranges = CsvRangeDatasource([str(src)], 2048).ranges
     assert len(ranges) > 4
-    import ray
-
     # Ray wants ~size / target_min_block_size blocks; a small minimum makes this ~16 KB file
     # look as big for Ray as a real input is for the default (1 MiB).
     ctx = ray.data.DataContext.get_current()
