@@ -115,6 +115,35 @@ class DataConfig(_Section):
         return ColumnMap()
 
 
+class FaultConfig(_Section):
+    """Test hooks for fault tolerance, not for normal runs."""
+
+    # The last rank exits hard (os._exit) right after this optimizer step, once per run (a
+    # marker file in the run dir stops it repeating), after a checkpoint has been committed.
+    fail_at_step: int | None = Field(None, ge=1)
+
+
+#: TrainConfig keys that change what a resumed run computes: resuming a named run whose
+#: checkpoint was written with other values is refused (steam_ray.train.trainer).
+RESUME_KEYS: tuple[str, ...] = (
+    "model",
+    "num_workers",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "token_budget",
+    "grad_accum_steps",
+    "lr",
+    "weight_decay",
+    "warmup_ratio",
+    "max_grad_norm",
+    "class_weighted",
+    "amp",
+    "seed",
+    "bucket_window_rows",
+)
+
+
 class TrainConfig(_Section):
     data: str = "artifacts/data"
     output: str = "artifacts/train"
@@ -140,18 +169,24 @@ class TrainConfig(_Section):
     max_grad_norm: float = Field(1.0, gt=0)
     grad_accum_steps: int = Field(1, ge=1)
     class_weighted: bool = False
-    # "auto": bf16 autocast on GPUs that support it, fp32 otherwise.
+    # "auto": bf16 autocast on Ampere+ GPUs, fp16 + GradScaler on older GPUs, fp32 on CPU.
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    # torch.compile the model (off by default: compile time dominates short and CPU runs).
+    compile: bool = False
     seed: int = 42
     # Validate every N optimizer steps (None: at the end of each epoch only).
     eval_every_steps: int | None = Field(None, ge=1)
     # Cap on validation rows per evaluation (None: the whole split).
     max_eval_rows: int | None = Field(None, ge=1)
     checkpoint_metric: str = "macro_f1"
-    checkpoint_mode: Literal["max", "min"] = "max"
+    # None: "min" for loss, "max" for every other metric.
+    checkpoint_mode: Literal["max", "min"] | None = None
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0)
     log_every_steps: int = Field(10, ge=1)
+    # train/loss (and the reported train_loss) is the mean over the last N optimizer steps
+    # (None: log_every_steps).
+    loss_window_steps: int | None = Field(None, ge=1)
     wandb_project: str = "steam-ray"
     wandb_run_name: str | None = None
     tensorboard: bool = True
@@ -163,9 +198,13 @@ class TrainConfig(_Section):
     threads_per_worker: int | None = Field(None, ge=1)
     # Rows per window that token-budget bucketing sorts and cuts into batches.
     bucket_window_rows: int = Field(1024, ge=1)
-    # Test hook for fault tolerance: the last rank exits hard (os._exit) right after this
-    # optimizer step, once per run (a marker file in the run dir stops it repeating).
-    fail_at_step: int | None = Field(None, ge=1)
+    # Test hooks (fault injection); not for normal runs.
+    faults: FaultConfig = Field(default_factory=FaultConfig)
+
+    def resolved_checkpoint_mode(self) -> Literal["max", "min"]:
+        if self.checkpoint_mode is not None:
+            return self.checkpoint_mode
+        return "min" if self.checkpoint_metric == "loss" else "max"
 
 
 class Config(_Section):

@@ -1,7 +1,9 @@
 """Checkpoint layout: HF ``save_pretrained`` files + metrics.json + steam_ray.json + state.
 
 The model and tokenizer files load with plain ``from_pretrained`` (no steam_ray needed); the
-training state (optimizer, scheduler, step, epoch, RNG) sits beside them for resume.
+training state (optimizer, scheduler, step, epoch) sits beside them for resume, and every
+rank writes its own RNG state under ``rank_state/`` (Ray Train V2 persists each rank's
+reported directory into the same checkpoint directory).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from steam_ray.train.metrics import json_safe
 METRICS_FILE = "metrics.json"
 INFO_FILE = "steam_ray.json"
 STATE_FILE = "training_state.pt"
+RANK_STATE_DIR = "rank_state"
 
 
 def now_iso() -> str:
@@ -70,10 +73,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def rank_state_path(directory: str | Path, rank: int) -> Path:
+    return Path(directory) / RANK_STATE_DIR / f"rank_{rank:05d}.pt"
+
+
+def save_rank_state(directory: str | Path, rank: int, **extra: Any) -> Path:
+    """This rank's RNG state (dropout masks differ per rank, so each rank keeps its own)."""
+    path = rank_state_path(directory, rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"rank": rank, "rng": rng_state(), **extra}, path)
+    return path
+
+
+def load_rank_state(directory: str | Path, rank: int) -> dict[str, Any] | None:
+    """This rank's saved state, or None (a checkpoint written by fewer ranks)."""
+    path = rank_state_path(directory, rank)
+    if not path.is_file():
+        return None
+    # weights_only=False: numpy RNG tuples; we only load our own checkpoints.
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    return state
 
 
 def save_checkpoint(
@@ -85,7 +104,8 @@ def save_checkpoint(
     info: dict[str, Any],
     state: dict[str, Any],
 ) -> Path:
-    """Write a complete checkpoint into ``directory`` (rank 0 only; model is unwrapped)."""
+    """Write the model, tokenizer, metrics and shared state into ``directory`` (rank 0 only;
+    model is unwrapped). Per-rank state is ``save_rank_state``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -112,7 +132,6 @@ def training_state(
         "global_step": global_step,
         "epoch": epoch,
         "step_in_epoch": step_in_epoch,
-        "rng": rng_state(),
     }
 
 

@@ -7,7 +7,6 @@ on Steam reviews (mostly short, long tail) that alone removes most of the padded
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -122,24 +121,3 @@ def train_batches(
         local_shuffle_seed=seed,
     )
     return iter_bucketed(windows, token_budget, pad_id, seed)
-
-
-def estimate_steps_per_epoch(
-    rows: int,
-    tokens: int,
-    world_size: int,
-    batch_size: int,
-    token_budget: int | None,
-    grad_accum_steps: int,
-) -> int:
-    """Optimizer steps per epoch, from manifest counts, for the LR schedule's length.
-
-    With token budgets the batch count depends on the length mix; ~80% budget fill is typical
-    of sorted buckets, so the estimate uses that (it only shapes the LR decay).
-    """
-    per_rank = rows / max(world_size, 1)
-    if token_budget is None:
-        micro = per_rank / batch_size
-    else:
-        micro = (tokens / max(world_size, 1)) / (0.8 * token_budget)
-    return max(1, math.floor(micro / grad_accum_steps))

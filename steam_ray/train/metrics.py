@@ -68,14 +68,11 @@ def merge_parts(parts: Sequence[tuple[list[float], list[int], float]]) -> dict[s
 
 def gather_metrics(probs: list[float], labels: list[int], loss_sum: float) -> dict[str, float]:
     """All-gather every rank's predictions, then compute the same metrics on every rank."""
-    import torch.distributed as dist
+    from steam_ray.train.distributed import gather_objects
 
-    part = (probs, labels, loss_sum)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        parts: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, part)
-        return merge_parts(parts)
-    return merge_parts([part])
+    # Objects go over the host (gloo) group: NCCL cannot gather CPU objects.
+    parts: list[Any] = gather_objects((probs, labels, loss_sum))
+    return merge_parts(parts)
 
 
 def json_safe(metrics: dict[str, Any]) -> dict[str, Any]:

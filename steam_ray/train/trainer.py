@@ -12,10 +12,10 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from steam_ray import storage
-from steam_ray.config import TrainConfig, resolve_model
+from steam_ray.config import RESUME_KEYS, TrainConfig, resolve_model
 from steam_ray.data.manifest import Manifest, read_manifest, split_dir, tokenizer_fingerprint
 from steam_ray.errors import ConfigError, DataError
-from steam_ray.train.checkpoint import git_sha, now_iso, package_version
+from steam_ray.train.checkpoint import INFO_FILE, git_sha, now_iso, package_version
 from steam_ray.train.loop import ATTEMPTS_FILE, train_loop_per_worker
 from steam_ray.train.metrics import METRIC_NAMES, json_safe
 
@@ -67,6 +67,49 @@ def validate_inputs(cfg: TrainConfig) -> Manifest:
     return manifest
 
 
+def latest_checkpoint_info(run_dir: str) -> tuple[str, dict[str, Any]] | None:
+    """(path, steam_ray.json) of the newest checkpoint a run dir holds, or None."""
+    fs, inner = storage.resolve(run_dir)
+    infos = fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True))
+    dirs = sorted(
+        (i.path for i in infos if i.type == pafs.FileType.Directory),
+        key=lambda p: p.rsplit("/", 1)[-1],
+    )
+    for path in reversed([d for d in dirs if d.rsplit("/", 1)[-1].startswith("checkpoint_")]):
+        info_path = storage.join(run_dir, path.rsplit("/", 1)[-1], INFO_FILE)
+        if storage.exists(info_path):
+            return info_path, json.loads(storage.read_text(info_path))
+    return None
+
+
+def check_resume(cfg: TrainConfig, manifest: Manifest, run_dir: str) -> None:
+    """Refuse to resume a named run on other data or with another training set-up.
+
+    Ray Train resumes a run dir from its latest checkpoint; if that checkpoint was trained
+    on different data or settings, resuming would silently mix two experiments.
+    """
+    found = latest_checkpoint_info(run_dir)
+    if found is None:
+        return
+    path, info = found
+    problems: list[str] = []
+    for key in ("data_fingerprint", "tokenizer_fingerprint"):
+        now = getattr(manifest, key)
+        if info.get(key) != now:
+            problems.append(f"{key}: checkpoint {info.get(key)!r}, now {now!r}")
+    saved = info.get("config", {})
+    current = cfg.model_dump(mode="json")
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != current[key]:
+            problems.append(f"{key}: checkpoint {saved[key]!r}, now {current[key]!r}")
+    if problems:
+        raise ConfigError(
+            f"cannot resume run {run_dir}: its latest checkpoint ({path}) differs: "
+            + "; ".join(problems)
+            + ". Use a new --experiment-name (or the original data/settings)."
+        )
+
+
 def _storage_path(output: str) -> str:
     return output if storage.is_uri(output) else str(Path(output).expanduser().resolve())
 
@@ -84,6 +127,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     name = cfg.experiment_name or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
     output = _storage_path(cfg.output)
     run_dir = storage.join(output, name)
+    check_resume(cfg, manifest, run_dir)
     storage.makedirs(run_dir)
     train_stats = manifest.splits["train"]
     run_info = {
@@ -122,7 +166,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.keep_checkpoints,
                 checkpoint_score_attribute=cfg.checkpoint_metric,
-                checkpoint_score_order=cfg.checkpoint_mode,
+                checkpoint_score_order=cfg.resolved_checkpoint_mode(),
             ),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
@@ -131,7 +175,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     result = trainer.fit()
     elapsed = time.perf_counter() - t0
 
-    best = result.get_best_checkpoint(cfg.checkpoint_metric, cfg.checkpoint_mode)
+    best = result.get_best_checkpoint(cfg.checkpoint_metric, cfg.resolved_checkpoint_mode())
     if best is None:
         best = result.checkpoint
     if best is None:

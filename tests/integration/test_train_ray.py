@@ -120,7 +120,7 @@ def test_worker_death_resumes_from_checkpoint(
 ) -> None:
     out = tmp_path / "out"
     # Rank 1 os._exit(1)s right after step 4; the last checkpoint is at step 3.
-    result = train(_cfg(data_dir, out, fail_at_step=4, max_failures=2, wandb=False))
+    result = train(_cfg(data_dir, out, faults={"fail_at_step": 4}, max_failures=2, wandb=False))
     assert (out / "run" / "_fail_injected").is_file()
     assert result["attempts"] == 2 and result["restarts"] == 1
     assert result["resumed_from_step"] == 3

@@ -23,8 +23,8 @@ from steam_ray.train.checkpoint import (
 )
 from steam_ray.train.loop import (
     build_optimizer,
+    build_scheduler,
     class_weights,
-    linear_schedule,
     load_model,
     param_checksum,
 )
@@ -41,7 +41,7 @@ def saved(
     tok = AutoTokenizer.from_pretrained(minilm_path)
     cfg = TrainConfig(lr=1e-3)
     opt = build_optimizer(model, cfg)
-    sched = linear_schedule(opt, warmup=2, total=10)
+    sched = build_scheduler(opt, cfg, total_steps=10)
     batch = tok(["great game", "awful crash"], return_tensors="pt", padding=True)
     loss = torch.nn.functional.cross_entropy(model(**batch).logits, torch.tensor([1, 0]))
     loss.backward()
@@ -85,8 +85,9 @@ def test_resume_state_restores_optimizer_and_scheduler(
     state = load_training_state(out)
     assert (state["global_step"], state["epoch"], state["step_in_epoch"]) == (7, 1, 3)
     model = load_model(str(out))
-    opt = build_optimizer(model, TrainConfig(lr=1e-3))
-    sched = linear_schedule(opt, warmup=2, total=10)
+    cfg = TrainConfig(lr=1e-3)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, total_steps=10)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     assert sched.get_last_lr()[0] == pytest.approx(ref["lr"])
@@ -124,13 +125,14 @@ def test_loads_with_plain_transformers_without_steam_ray(
 
 def test_linear_schedule_warmup_then_decay() -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = linear_schedule(opt, warmup=2, total=6)
+    sched = build_scheduler(opt, TrainConfig(lr=1.0, warmup_ratio=1 / 3), total_steps=6)
     lrs = []
     for _ in range(7):
         lrs.append(sched.get_last_lr()[0])
         opt.step()
         sched.step()
-    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
+    # transformers' linear schedule: 0 at step 0, peak after warmup, 0 after the last step.
+    assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0])
 
 
 def test_class_weights_balance_the_classes() -> None:

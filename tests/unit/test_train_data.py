@@ -10,7 +10,6 @@ import torch
 
 from steam_ray.train.data import (
     bucket_batches,
-    estimate_steps_per_epoch,
     iter_bucketed,
     make_collate,
     pad_batch,
@@ -92,11 +91,3 @@ def test_iter_bucketed_streams_windows() -> None:
     for b in out:
         assert b["input_ids"].numel() <= 64
     assert sum(int(b["attention_mask"].sum()) for b in out) == 3 + 30 + 4 + 31 + 10 + 2
-
-
-def test_estimate_steps_per_epoch() -> None:
-    assert estimate_steps_per_epoch(1000, 50_000, 2, 10, None, 1) == 50
-    assert estimate_steps_per_epoch(1000, 50_000, 2, 10, None, 5) == 10
-    # 25k tokens per rank at 80% fill of 1000-token batches.
-    assert estimate_steps_per_epoch(1000, 50_000, 2, 10, 1000, 1) == 31
-    assert estimate_steps_per_epoch(1, 1, 4, 64, None, 1) == 1

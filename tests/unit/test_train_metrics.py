@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
+from steam_ray.train.distributed import init_host_group
 from steam_ray.train.metrics import classification_metrics, gather_metrics, json_safe, merge_parts
 
 PROBS = [0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.7, 0.4, 0.55, 0.45]
@@ -56,6 +57,7 @@ def _rank_main(rank: int, world: int, port: int, out: Any) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    init_host_group()
     try:
         # Uneven shards: rank 0 holds 3 rows, rank 1 the other 7.
         lo, hi = (0, 3) if rank == 0 else (3, 10)
