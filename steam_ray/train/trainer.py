@@ -93,8 +93,11 @@ def check_resume(cfg: TrainConfig, manifest: Manifest, run_dir: str) -> None:
         return
     path, info = found
     problems: list[str] = []
-    for key in ("data_fingerprint", "tokenizer_fingerprint"):
-        now = getattr(manifest, key)
+    current_data = {
+        "data_fingerprint": manifest.fingerprint,
+        "tokenizer_fingerprint": manifest.tokenizer_fingerprint,
+    }
+    for key, now in current_data.items():
         if info.get(key) != now:
             problems.append(f"{key}: checkpoint {info.get(key)!r}, now {now!r}")
     saved = info.get("config", {})

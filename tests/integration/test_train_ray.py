@@ -10,6 +10,7 @@ import pytest
 from train_fixtures import run_isolated, write_dataset
 
 from steam_ray.config import TrainConfig
+from steam_ray.errors import ConfigError
 from steam_ray.train.trainer import train
 
 pytestmark = pytest.mark.integration
@@ -129,3 +130,74 @@ def test_worker_death_resumes_from_checkpoint(
     info = json.loads((out / "run" / "checkpoint_step000006" / "steam_ray.json").read_text())
     assert [a["resumed_from_step"] for a in info["lineage"]] == [0, 3]
     assert info["global_step"] == 6
+    # Every rank wrote its own RNG state into the same checkpoint.
+    ckpt = out / "run" / "checkpoint_step000006" / "rank_state"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["rank_00000.pt", "rank_00001.pt"]
+
+    # Resuming the named run with another learning rate is refused in the driver.
+    with pytest.raises(ConfigError, match=r"cannot resume run .*lr: checkpoint 0.0001, now 0.001"):
+        train(_cfg(data_dir, out, lr=1e-3, wandb=False))
+
+
+def _tb_lrs(run_dir: Path) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars("train/lr")}
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        # 192 rows / 2 ranks = 96 per rank: 10 batches of 10 (the last holds 6), exactly.
+        {"batch_size": 10},
+        # Windows of 4 rows give one padded batch each (24 per rank), far above the manifest
+        # estimate at 80% budget fill: the run must end with its schedule, not train at LR 0.
+        {"token_budget": 256, "bucket_window_rows": 4},
+    ],
+    ids=["fixed-batch", "token-budget"],
+)
+def test_lr_reaches_zero_exactly_at_the_last_step(
+    ray_cluster: Any, data_dir: Path, tmp_path: Path, mode: dict[str, Any]
+) -> None:
+    out = tmp_path / "out"
+    cfg = _cfg(data_dir, out, max_steps=None, eval_every_steps=None, log_every_steps=1, wandb=False)
+    result = train(cfg.model_copy(update=mode))
+    final = result["final_metrics"]
+    last = final["step"]
+    assert last == final["total_steps"]
+    if "batch_size" in mode:
+        assert last == 10
+    lrs = _tb_lrs(out / "run")
+    assert sorted(lrs) == list(range(1, last + 1))
+    assert all(lrs[s] > 0 for s in range(1, last))  # never an optimizer step at LR 0
+    assert lrs[last] == 0.0 and final["lr"] == 0.0
+
+
+def test_mid_epoch_resume_skips_exactly_the_restored_steps(
+    ray_cluster: Any, data_dir: Path, minilm_path: str, tmp_path: Path
+) -> None:
+    import ray.data
+
+    from steam_ray.train.recipe import FineTuneRecipe
+
+    cfg = _cfg(
+        data_dir,
+        tmp_path,
+        model=minilm_path,
+        max_steps=None,
+        epochs=2,
+        batch_size=16,
+        grad_accum_steps=4,
+    )
+    run = {"run_dir": str(tmp_path), "train_rows": 192, "train_tokens": 4000}
+    run |= {"train_positive": 1, "train_negative": 1}
+    recipe = FineTuneRecipe(cfg, run)
+    recipe.setup()
+    shard = ray.data.read_parquet(str(data_dir / "train"), columns=["input_ids", "label"])
+    # 192 rows / 16 = 12 micro-batches = 3 steps of 4; a resume after 1 step trains 2.
+    steps, done = recipe.train_epoch(shard.iterator(), None, skip_steps=1)
+    assert (steps, done, recipe.global_step) == (2, False, 2)
+    steps, done = recipe.train_epoch(shard.iterator(), None, skip_steps=0)
+    assert (steps, done, recipe.global_step) == (3, False, 5)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from steam_ray.cli import app
 from steam_ray.config import TrainConfig
 from steam_ray.errors import ConfigError, DataError
-from steam_ray.train.trainer import validate_inputs
+from steam_ray.train.trainer import check_resume, validate_inputs
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,37 @@ def test_cli_prints_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
     # Validation happens before training: nothing was created under --output.
     assert not (tmp_path / "out").exists()
+
+
+def _checkpointed_run(run_dir: Path, cfg: TrainConfig, data_fp: str, tok_fp: str) -> None:
+    """What a run's checkpoint records about its set-up (steam_ray.json's keys)."""
+    import json
+
+    for step in (3, 6):
+        ckpt = run_dir / f"checkpoint_step{step:06d}"
+        ckpt.mkdir(parents=True)
+        info = {
+            "config": cfg.model_dump(mode="json"),
+            "data_fingerprint": data_fp,
+            "tokenizer_fingerprint": tok_fp,
+            "global_step": step,
+        }
+        (ckpt / "steam_ray.json").write_text(json.dumps(info))
+
+
+def test_resume_refuses_other_data_or_settings(data_dir: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(data=str(data_dir), lr=1e-4)
+    manifest = validate_inputs(cfg)
+    run_dir = tmp_path / "run"
+    check_resume(cfg, manifest, str(run_dir))  # no run yet: nothing to check
+    _checkpointed_run(run_dir, cfg, manifest.fingerprint, manifest.tokenizer_fingerprint)
+    check_resume(cfg, manifest, str(run_dir))  # same data and settings: resume
+    # Settings that do not change the computation may differ.
+    check_resume(cfg.model_copy(update={"eval_every_steps": 5}), manifest, str(run_dir))
+    with pytest.raises(ConfigError, match=r"checkpoint_step000006.*lr: checkpoint 0.0001"):
+        check_resume(cfg.model_copy(update={"lr": 1e-3}), manifest, str(run_dir))
+    with pytest.raises(ConfigError, match="batch_size"):
+        check_resume(cfg.model_copy(update={"batch_size": 16}), manifest, str(run_dir))
+    other = manifest.model_copy(update={"fingerprint": "0123456789abcdef"})
+    with pytest.raises(ConfigError, match="data_fingerprint: checkpoint"):
+        check_resume(cfg, other, str(run_dir))
