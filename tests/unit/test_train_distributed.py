@@ -99,3 +99,68 @@ def test_host_collectives_refuse_before_init() -> None:
     distributed._HOST_GROUP_READY = False
     with pytest.raises(RuntimeError, match="init_host_group"):
         distributed.host_group()
+
+
+def _ddp_rank_main(rank: int, port: int, model_path: str, run_dir: str, out: Any) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    from steam_ray.config import TrainConfig
+    from steam_ray.train.data import pad_batch
+    from steam_ray.train.recipe import FineTuneRecipe
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        distributed.init_host_group()
+        run = {"train_rows": 8, "train_tokens": 80, "train_positive": 4, "train_negative": 4}
+        cfg = TrainConfig(model=model_path, max_steps=1)
+        recipe = FineTuneRecipe(cfg, {**run, "run_dir": run_dir}, rank=rank, world_size=2)
+        recipe.setup(wrap=lambda m: DistributedDataParallel(m))
+        recipe.raw.eval()  # no dropout: gradients comparable with the reference
+        tok = recipe.tokenizer
+        texts = ["great", "awful crash", "fun game with friends", "broken", "love it", "waste"]
+        texts += ["the story is a masterpiece and the graphics are beautiful", "refund"]
+        labels = [1, 0, 1, 0, 1, 0, 1, 0]
+
+        def batch(idx: list[int]) -> Any:
+            ids = tok([texts[i] for i in idx])["input_ids"]
+            return pad_batch(ids, [labels[i] for i in idx], recipe.pad_id)
+
+        # Rank 0 holds 2 rows, rank 1 holds 6, in micro-batches of different sizes.
+        micro = [batch([0]), batch([1])] if rank == 0 else [batch([2, 3]), batch([4, 5, 6, 7])]
+        rows = distributed.step_rows(sum(int(b["labels"].shape[0]) for b in micro))
+        assert rows == 8
+        recipe.accumulate(micro, rows)
+        ddp = torch.cat([p.grad.flatten() for p in recipe.raw.parameters() if p.grad is not None])
+        # Reference: the plain mean loss over all 8 rows in one process, no DDP.
+        recipe.optimizer.zero_grad(set_to_none=True)
+        whole = batch(list(range(8)))
+        logits = recipe.raw(
+            input_ids=whole["input_ids"], attention_mask=whole["attention_mask"]
+        ).logits
+        torch.nn.functional.cross_entropy(logits, whole["labels"]).backward()
+        ref = torch.cat([p.grad.flatten() for p in recipe.raw.parameters() if p.grad is not None])
+        out.put((rank, bool(torch.allclose(ddp, ref, rtol=1e-4, atol=1e-6))))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_gradient_is_the_mean_over_every_row_of_every_rank(
+    minilm_path: str, tmp_path: Any
+) -> None:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [
+        ctx.Process(target=_ddp_rank_main, args=(r, port, minilm_path, str(tmp_path), queue))
+        for r in range(2)
+    ]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=600) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert results == {0: True, 1: True}
