@@ -22,7 +22,7 @@ ENV HF_HOME=/mnt/hf-cache \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 USER 0
-RUN mkdir -p /mnt/hf-cache && chown 1000:100 /mnt/hf-cache
+RUN mkdir -p /mnt/hf-cache /home/ray/steam_ray && chown 1000:100 /mnt/hf-cache /home/ray/steam_ray
 # The base image's `ray` user (uid 1000, gid 100 `users`), numeric so runAsNonRoot can verify it.
 USER 1000:100
 
