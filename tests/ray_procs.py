@@ -74,10 +74,11 @@ class RayNode:
     env: dict[str, str]
     restarts: int = 0
 
-    def restart_if_slow_start(self, max_restarts: int = 2) -> bool:
-        """Ray gives a raylet 30 s to register (hard-coded); on an overloaded host that can
-        pass. Start again (same ports, same temp dir) instead of failing the test."""
-        slow = "timed out during startup" in self.log.read_text(errors="replace")
+    def restart_if_slow_start(self, max_restarts: int = 3) -> bool:
+        """Ray gives a raylet (and the head's client server) 30 s to register, hard-coded; on
+        an overloaded host that can pass. Start again (same ports and temp dir) instead."""
+        log = self.log.read_text(errors="replace")
+        slow = "timed out during startup" in log or "Timed out waiting for node info" in log
         if not slow or self.restarts >= max_restarts:
             return False
         self.stop()

@@ -160,6 +160,7 @@ class Hosts:
         n = int(tag[:2], 16)
         self.head_ip, self.worker_ip = f"10.123.{n}.1", f"10.123.{n}.2"
         self.head_front_ip, self.client_ip = f"10.124.{n}.1", f"10.124.{n}.2"
+        self.head_dev, self.worker_dev = f"sr{tag}h", f"sr{tag}w"
         self.created: list[str] = []
         self.tag = tag
 
@@ -172,13 +173,13 @@ class Hosts:
             self.created.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
         t = self.tag
-        _ip("link", "add", f"sr{t}h", "netns", self.head, "type", "veth",
-            "peer", "name", f"sr{t}w", "netns", self.worker)  # fmt: skip
+        _ip("link", "add", self.head_dev, "netns", self.head, "type", "veth",
+            "peer", "name", self.worker_dev, "netns", self.worker)  # fmt: skip
         _ip("link", "add", f"sr{t}f", "netns", self.head, "type", "veth",
             "peer", "name", f"sr{t}c", "netns", self.client)  # fmt: skip
         for ns, dev, addr in (
-            (self.head, f"sr{t}h", f"{self.head_ip}/24"),
-            (self.worker, f"sr{t}w", f"{self.worker_ip}/24"),
+            (self.head, self.head_dev, f"{self.head_ip}/24"),
+            (self.worker, self.worker_dev, f"{self.worker_ip}/24"),
             (self.head, f"sr{t}f", f"{self.head_front_ip}/24"),
             (self.client, f"sr{t}c", f"{self.client_ip}/24"),
         ):
@@ -215,6 +216,10 @@ def hosts() -> Iterator[Hosts]:
 def test_job_submit_across_two_hosts(hosts: Hosts, tmp_path: Path) -> None:
     token = rp.new_token()
     env = rp.base_env(token)
+    # Both namespaces share this machine's hostname, which resolves to loopback: name the
+    # interface Gloo (torch.distributed on CPU) binds, as a real host's own hostname would.
+    head_env = {**env, "GLOO_SOCKET_IFNAME": hosts.head_dev}
+    worker_env = {**env, "GLOO_SOCKET_IFNAME": hosts.worker_dev}
     head_tmp, worker_tmp = _short_tmp(), _short_tmp()
     # Private namespaces: the default ports are free there.
     port, dash = 6379, 8265
@@ -226,7 +231,7 @@ def test_job_submit_across_two_hosts(hosts: Hosts, tmp_path: Path) -> None:
             f"--dashboard-port={dash}",
             *rp.node_args(hosts.head_ip, head_tmp, 2, unique_ports=False),
         ],
-        env,
+        head_env,
         tmp_path / "head.log",
         prefix=hosts.exec_prefix(hosts.head),
     )
@@ -240,7 +245,7 @@ def test_job_submit_across_two_hosts(hosts: Hosts, tmp_path: Path) -> None:
                 f"--address={hosts.head_ip}:{port}",
                 *rp.node_args(hosts.worker_ip, worker_tmp, 2, unique_ports=False),
             ],
-            env,
+            worker_env,
             tmp_path / "worker.log",
             prefix=hosts.exec_prefix(hosts.worker),
         )
