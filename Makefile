@@ -13,7 +13,8 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install test lint typecheck pytest quickstart clean bench-data bench-train
+.PHONY: install test lint typecheck pytest quickstart clean bench-data bench-train \
+	cluster-serve-config
 
 install: $(STAMP)
 
@@ -30,8 +31,9 @@ endif
 	touch $(STAMP)
 
 lint: install
-	$(BIN)/ruff check steam_ray tests benchmarks jobs
-	$(BIN)/ruff format --check steam_ray tests benchmarks jobs
+	$(BIN)/ruff check steam_ray tests benchmarks jobs cluster
+	$(BIN)/ruff format --check steam_ray tests benchmarks jobs cluster
+	$(BIN)/hadolint Dockerfile
 
 typecheck: install
 	$(BIN)/mypy --strict steam_ray
@@ -50,6 +52,11 @@ bench-data: install
 bench-train: install
 	$(BIN)/python benchmarks/bench_train_overhead.py
 	$(BIN)/python benchmarks/bench_bucketing.py
+
+# Regenerate cluster/rayservice.yaml's serveConfigV2 with `steam-ray serve build`
+# (tests/unit/test_cluster.py fails while the checked-in copy is stale).
+cluster-serve-config: install
+	$(BIN)/python cluster/serve_config.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache

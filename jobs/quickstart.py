@@ -2,7 +2,8 @@
 
     python jobs/quickstart.py --output artifacts/quickstart
 
-Also a valid ``ray job submit`` entrypoint: on a cluster it connects to it instead.
+A laptop demo, not a cluster entrypoint: it writes to a local directory, so on a multi-node
+cluster it stops with an error (use jobs/prepare_data.py and jobs/train.py with gs:// paths).
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ def main(
 ) -> None:
     from steam_ray.config import load_config
     from steam_ray.data.pipeline import prepare, print_summary
+    from steam_ray.errors import ConfigError
+    from steam_ray.storage import require_shared_storage
     from steam_ray.train.trainer import train
 
     out = Path(output).resolve()
+    try:
+        require_shared_storage(str(out), "quickstart --output")
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from None
     data_dir, run_dir = str(out / "data"), str(out / "train")
     cfg = load_config(
         config,

@@ -1,11 +1,15 @@
 """``ray job submit`` entrypoint for training; the same flags as ``steam-ray train``.
 
-ray job submit --working-dir . -- python jobs/train.py --config cluster
+    ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- \
+        python jobs/train.py --config cluster
+
+On a multi-node cluster a local ``--data``/``--output`` is refused unless ``--shared-fs`` (or
+``STEAM_RAY_SHARED_FS``) says every node mounts it: use ``gs://``/``s3://`` there.
 """
 
 import sys
 
-from steam_ray.cli import app
+from steam_ray.cli import run_job
 
 if __name__ == "__main__":
-    app(["train", *sys.argv[1:]])
+    run_job(["train", *sys.argv[1:]])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -32,6 +33,39 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="YAML config file, or a packaged one by name (cluster)."),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+SharedFsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--shared-fs",
+        help="A local --output is on a mount every Ray node shares (NFS, Filestore, GCS FUSE). "
+        "Cluster jobs (jobs/*.py) refuse a local path on a multi-node cluster otherwise.",
+    ),
+]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    job: Annotated[
+        bool, typer.Option("--job", hidden=True, help="Run as a cluster job (jobs/*.py).")
+    ] = False,
+) -> None:
+    ctx.obj = {"job": job}
+
+
+def run_job(argv: list[str]) -> None:
+    """The ``jobs/*.py`` entrypoints: the CLI plus the checks only a cluster job needs."""
+    app(["--job", *argv])
+
+
+def _require_shared(ctx: typer.Context, debug: bool, shared_fs: bool, **paths: str) -> None:
+    """In a cluster job, refuse node-local paths on a multi-node cluster (see storage)."""
+    from steam_ray.storage import require_shared_storage
+
+    if not (ctx.obj or {}).get("job"):
+        return
+    for what, path in paths.items():
+        _run(debug, partial(require_shared_storage, path, what, shared_fs=shared_fs))
 
 
 def _overrides(section: str, **flags: Any) -> dict[str, Any]:
@@ -55,6 +89,7 @@ def _load(config: str | None, overrides: dict[str, Any], debug: bool) -> Config:
 
 @data_app.command("prepare")
 def data_prepare(
+    ctx: typer.Context,
     source: Annotated[
         str | None,
         typer.Option(help="steam | sample | csv | parquet | jsonl | hf"),
@@ -92,6 +127,7 @@ def data_prepare(
         bool | None,
         typer.Option("--keep-rejected/--no-keep-rejected", help="Write dropped rows aside."),
     ] = None,
+    shared_fs: SharedFsOpt = False,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -128,12 +164,14 @@ def data_prepare(
     if columns:
         overrides["data"]["columns"] = columns
     cfg = _load(config, overrides, debug)
+    _require_shared(ctx, debug, shared_fs, **{"data prepare --output": cfg.data.output})
     manifest = _run(debug, lambda: prepare(cfg.data))
     print_summary(manifest)
 
 
 @app.command("train")
 def train(
+    ctx: typer.Context,
     data: Annotated[
         str | None, typer.Option("--data", "-d", help="Prepared data dir (data prepare output).")
     ] = None,
@@ -164,6 +202,7 @@ def train(
     experiment_name: Annotated[
         str | None, typer.Option(help="Run name under --output; re-using one resumes it.")
     ] = None,
+    shared_fs: SharedFsOpt = False,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -192,6 +231,13 @@ def train(
         experiment_name=experiment_name,
     )
     cfg = _load(config, overrides, debug)
+    # Workers read --data and write --output on every node.
+    _require_shared(
+        ctx,
+        debug,
+        shared_fs,
+        **{"train --data": cfg.train.data, "train --output": cfg.train.output},
+    )
     result = _run(debug, lambda: run_training(cfg.train))
     typer.echo(json.dumps(result, indent=2, default=str))
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from pathlib import Path
 
 import pyarrow.fs as pafs
+
+from steam_ray.errors import ConfigError
 
 
 def is_uri(path: str) -> bool:
@@ -63,3 +66,46 @@ def write_text(path: str, text: str) -> None:
 def makedirs(path: str) -> None:
     fs, inner = resolve(path)
     fs.create_dir(inner, recursive=True)
+
+
+#: Local paths under these roots (``os.pathsep``-separated) are on a filesystem every Ray node
+#: mounts (NFS, Filestore, GCS FUSE); ``1``/``true`` declares every local path shared.
+SHARED_FS_ENV = "STEAM_RAY_SHARED_FS"
+
+
+def declared_shared(path: str) -> bool:
+    """Whether ``STEAM_RAY_SHARED_FS`` declares the local ``path`` to be on a shared mount."""
+    value = os.environ.get(SHARED_FS_ENV, "").strip()
+    if value.lower() in {"1", "true", "yes"}:
+        return True
+    local = Path(resolve(path)[1])
+    roots = [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p]
+    return any(local == root or root in local.parents for root in roots)
+
+
+def alive_nodes() -> int:
+    """Alive nodes of the Ray cluster this process is connected to (connecting if needed)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    nodes: list[dict[str, object]] = ray.nodes()  # type: ignore[no-untyped-call]
+    return sum(1 for node in nodes if node.get("Alive"))
+
+
+def require_shared_storage(path: str, what: str, *, shared_fs: bool = False) -> None:
+    """Refuse a node-local ``path`` when the cluster has more than one node.
+
+    Ray Train/Tune workers and Ray Data tasks run on any node and write (or read) there: a local
+    path would scatter outputs over the nodes' disks. ``gs://``/``s3://`` URIs, ``shared_fs`` and
+    paths declared by ``STEAM_RAY_SHARED_FS`` pass without asking the cluster.
+    """
+    if is_uri(path) or shared_fs or declared_shared(path):
+        return
+    nodes = alive_nodes()
+    if nodes > 1:
+        raise ConfigError(
+            f"{what} {path!r} is a local path but the Ray cluster has {nodes} nodes: each node "
+            "would see only its own files. Use gs:// or s3://, or a mount every node shares "
+            f"(then pass --shared-fs or set {SHARED_FS_ENV}=<mount root>)."
+        )
