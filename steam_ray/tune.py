@@ -39,6 +39,7 @@ RESULT_FILE = "result.json"
 HISTORY_FILE = "history.json"
 SWEEP_FILE = "sweep.json"
 TRIAL_PREFIX = "trial_"
+DRIVER_CPU = 0.01
 # Reported by Ray Tune's TuneReportCallback next to the metrics of a report with a checkpoint.
 CHECKPOINT_KEY = "checkpoint_path"
 # Per-evaluation values kept in history.json (others, like node ids, are run diagnostics).
@@ -106,26 +107,33 @@ def planned_steps(base: TrainConfig, tcfg: TuneConfig, train_rows: int, train_to
     return max(1, per_epoch * base.epochs)
 
 
-def auto_max_concurrent(base: TrainConfig, tcfg: TuneConfig) -> int:
-    """Trials that fit at once: each needs num_workers x cpus_per_worker CPUs (and GPUs), and
-    ``reserve_cpus`` stay free for Ray Data ingest (a cluster with every CPU held by training
-    workers hangs: ingest never gets a CPU)."""
-    import ray
-
+def max_concurrent_for(base: TrainConfig, tcfg: TuneConfig, cpus: float, gpus: float) -> int:
+    """Trials that fit at once: each needs num_workers x cpus_per_worker CPUs (and GPUs) plus
+    its driver's token CPU, and ``reserve_cpus`` stay free for Ray Data ingest (a cluster with
+    every CPU held by training workers hangs: ingest never gets a CPU)."""
     if tcfg.max_concurrent is not None:
         return min(tcfg.max_concurrent, tcfg.num_samples)
-    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
-    per_trial_cpu = base.num_workers * base.cpus_per_worker
-    fit = math.floor((float(resources.get("CPU", 0)) - tcfg.reserve_cpus) / per_trial_cpu + 1e-9)
+    per_trial_cpu = base.num_workers * base.cpus_per_worker + DRIVER_CPU
+    fit = math.floor((cpus - tcfg.reserve_cpus) / per_trial_cpu + 1e-9)
     if base.use_gpu:
-        fit = min(fit, math.floor(float(resources.get("GPU", 0)) / base.num_workers))
+        fit = min(fit, math.floor(gpus / base.num_workers + 1e-9))
     if fit < 1:
         raise ConfigError(
             f"one trial needs {per_trial_cpu:g} CPUs ({base.num_workers} workers x "
-            f"{base.cpus_per_worker:g}) plus {tcfg.reserve_cpus:g} kept for data ingest, but the "
-            f"cluster has {resources.get('CPU', 0):g} CPUs / {resources.get('GPU', 0):g} GPUs"
+            f"{base.cpus_per_worker:g} + the trial driver) plus {tcfg.reserve_cpus:g} kept for "
+            f"data ingest{' and ' + str(base.num_workers) + ' GPUs' if base.use_gpu else ''}, "
+            f"but the cluster has {cpus:g} CPUs / {gpus:g} GPUs"
         )
-    return max(1, min(fit, tcfg.num_samples))
+    return min(fit, tcfg.num_samples)
+
+
+def auto_max_concurrent(base: TrainConfig, tcfg: TuneConfig) -> int:
+    import ray
+
+    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return max_concurrent_for(
+        base, tcfg, float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    )
 
 
 def _split_output(output: str) -> tuple[str, str]:
@@ -237,8 +245,9 @@ def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         "run_info": run_info_for(base, manifest, output, name),
     }
     trainable = tune.with_parameters(run_trial, base=base.model_dump(mode="json"), sweep=sweep_info)
-    # The trial driver only waits on its TorchTrainer: no CPU, so workers get them all.
-    trainable = tune.with_resources(trainable, {"CPU": 0})
+    # The trial driver only waits on its TorchTrainer: a token CPU share (Tune refuses an
+    # all-zero request), so the workers get the CPUs.
+    trainable = tune.with_resources(trainable, {"CPU": DRIVER_CPU})
     t0 = time.perf_counter()
     exp_dir = output
     if resume:

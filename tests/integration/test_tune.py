@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from train_fixtures import write_dataset
+from typer.testing import CliRunner
 
-from steam_ray.config import Config
+from steam_ray.cli import app
+from steam_ray.config import Config, load_config
+from steam_ray.errors import SteamRayError
 from steam_ray.tune import sweep
+from steam_ray.tune_report import PLOTS
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 
 pytestmark = pytest.mark.integration
 
@@ -85,14 +97,25 @@ def assert_no_live_placement_groups() -> None:
     assert not live, f"placement groups left behind: {live}"
 
 
+@pytest.fixture(scope="module")
+def asha_sweep(
+    ray_cluster: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any], Path]:
+    """One ASHA sweep, shared: its result, its report and its registry entry are checked."""
+    root = tmp_path_factory.mktemp("tune-asha")
+    out, registry = root / "sweep", root / "registry"
+    record = sweep(sweep_config(data_dir, out, registry=str(registry)))
+    return out, record, registry
+
+
+@pytest.mark.timeout(900)  # a leaked placement group hangs the sweep: fail, don't hang CI
 def test_asha_stops_hopeless_trial_and_frees_its_resources(
-    ray_cluster: Any, data_dir: Path, tmp_path: Path
+    asha_sweep: tuple[Path, dict[str, Any], Path],
 ) -> None:
     import ray
     from ray.util.state import list_actors
 
-    out = tmp_path / "sweep"
-    record = sweep(sweep_config(data_dir, out))
+    out, record, _ = asha_sweep
 
     # result.json on disk is what sweep() returned.
     on_disk = json.loads((out / "result.json").read_text())
@@ -146,3 +169,144 @@ def test_asha_stops_hopeless_trial_and_frees_its_resources(
     history = json.loads((out / "history.json").read_text())
     steps = [p["step"] for p in history[hopeless["trial_id"]]]
     assert steps == sorted(steps) and steps[-1] == hopeless["metrics"]["step"]
+
+
+def test_sweep_registers_its_best(asha_sweep: tuple[Path, dict[str, Any], Path]) -> None:
+    from steam_ray.registry import Registry
+
+    out, record, registry = asha_sweep
+    registered = record["registered"]
+    assert registered["promoted"] is True  # the first version of the model
+    mv = Registry(str(registry)).resolve("steam-sentiment:best")
+    assert mv.version == registered["version"]
+    assert mv.metrics["macro_f1"] == pytest.approx(record["best_metrics"]["macro_f1"])
+    assert mv.lineage["trial_id"] == record["best_trial_id"]
+    assert mv.lineage["sweep"] == str(out)
+    assert mv.lineage["data_fingerprint"] and mv.lineage["git_sha_registered"] is not None
+    assert mv.config["train"]["lr"] == record["best_config"]["lr"]
+    # A plain HF checkpoint: model weights and tokenizer, no optimizer state.
+    files = {p.name for p in Path(mv.path).iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    assert "training_state.pt" not in files
+
+
+def test_report_renders_in_a_browser(asha_sweep: tuple[Path, dict[str, Any], Path]) -> None:
+    out, _, _ = asha_sweep
+    runner = CliRunner()
+    res = runner.invoke(app, ["tune", "report", str(out)])
+    assert res.exit_code == 0, res.output
+    report = out / "report.html"
+    assert report.is_file()
+    for name in PLOTS:
+        assert (out / name).stat().st_size > 1000, name
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip(f"headless browser check needs {CHROMIUM} and {CHROMEDRIVER} (apt chromium)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(report.as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map("
+            "i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]);"
+        )
+        text = driver.find_element("tag name", "body").text
+    finally:
+        driver.quit()
+    assert sorted(src for src, *_ in images) == sorted(PLOTS)
+    for src, complete, width, height in images:
+        assert complete and width > 0 and height > 0, src
+    assert "Sweep report" in text and "macro_f1" in text
+
+
+def _experiment_state_terminated(out: Path) -> set[str]:
+    """Trial ids the Tune driver has durably recorded as TERMINATED."""
+    done: set[str] = set()
+    for path in out.glob("experiment_state-*.json"):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for entry in state.get("trial_data", []):
+            blob = json.dumps(entry)
+            for trial_dir in out.glob("trial_*"):
+                trial_id = trial_dir.name.removeprefix("trial_")
+                if trial_id in blob and "TERMINATED" in blob:
+                    done.add(trial_id)
+    return done
+
+
+@pytest.mark.timeout(1200)
+def test_resume_after_driver_killed(ray_cluster: Any, data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    cfg_file = tmp_path / "tune.yaml"
+    cfg = sweep_config(
+        data_dir,
+        out,
+        num_samples=3,
+        max_concurrent=1,
+        scheduler="fifo",
+        search="random",
+        points_to_evaluate=[],
+    )
+    tune = cfg.tune.model_dump(mode="json")
+    tune["train"].update({"max_steps": 4, "wandb": False})
+    cfg_file.write_text(yaml.safe_dump({"tune": tune}))
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": ray_cluster.address,
+        "RAY_AUTH_MODE": "token",
+        "TUNE_GLOBAL_CHECKPOINT_S": "1",  # save the experiment state often: kill it any time
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    cmd = [sys.executable, "-m", "steam_ray.cli", "tune", "--config", str(cfg_file)]
+    log = (tmp_path / "driver.log").open("w")
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 600
+        finished: set[str] = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            finished = _experiment_state_terminated(out)
+            if finished:
+                break
+            time.sleep(1)
+        assert finished, (
+            f"no trial finished; driver log:\n{(tmp_path / 'driver.log').read_text()[-3000:]}"
+        )
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (out / "result.json").exists()  # the sweep really was cut short
+    finished_attempts = {t: (out / f"trial_{t}" / "attempts.json").read_text() for t in finished}
+    finished_ckpts = {
+        t: sorted(p.name for p in (out / f"trial_{t}").glob("checkpoint_*")) for t in finished
+    }
+    wait_for_free_cluster()
+
+    # A fresh sweep into the same dir is refused; --resume continues it.
+    with pytest.raises(SteamRayError, match="--resume"):
+        sweep(load_config(str(cfg_file)))
+    record = sweep(load_config(str(cfg_file)), resume=True)
+    trials = {t["trial_id"]: t for t in record["trials"]}
+    assert len(trials) == 3 and all(t["status"] == "TERMINATED" for t in trials.values())
+    assert all(t["metrics"]["step"] == 4 for t in trials.values())
+    for trial_id in finished:
+        # Not re-run: its Ray Train run was started once and wrote no new checkpoint.
+        assert (out / f"trial_{trial_id}" / "attempts.json").read_text() == finished_attempts[
+            trial_id
+        ]
+        assert finished_attempts[trial_id].strip() == "1"
+        assert (
+            sorted(p.name for p in (out / f"trial_{trial_id}").glob("checkpoint_*"))
+            == finished_ckpts[trial_id]
+        )
+    assert record["best_trial_id"] in trials
