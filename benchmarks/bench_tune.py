@@ -114,7 +114,13 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=args.cpus, object_store_memory=512 * 1024**2, include_dashboard=False)
+    # address="local": a fresh cluster, never one another process started on this machine.
+    ray.init(
+        address="local",
+        num_cpus=args.cpus,
+        object_store_memory=512 * 1024**2,
+        include_dashboard=False,
+    )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
         data = args.data or prepare_sample(Path(tmp) / "data", args.rows, args.max_length)

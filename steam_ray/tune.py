@@ -40,6 +40,7 @@ HISTORY_FILE = "history.json"
 SWEEP_FILE = "sweep.json"
 TRIAL_PREFIX = "trial_"
 DRIVER_CPU = 0.01
+FINISHED_FILE = "trial_finished.json"
 # Reported by Ray Tune's TuneReportCallback next to the metrics of a report with a checkpoint.
 CHECKPOINT_KEY = "checkpoint_path"
 # Per-evaluation values kept in history.json (others, like node ids, are run diagnostics).
@@ -180,7 +181,13 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: dict[str, 
         # One W&B group per sweep, one run per trial.
         worker_env={"WANDB_RUN_GROUP": sweep["name"], "WANDB_JOB_TYPE": "tune-trial"},
     )
-    trainer.fit()
+    result = trainer.fit()
+    # Only a run that reached its end gets here: a trial the scheduler stops is killed in fit().
+    # (Tune marks both kinds ``done``; this marker tells them apart in result.json.)
+    storage.write_text(
+        storage.join(output, name, FINISHED_FILE),
+        json.dumps({"step": (result.metrics or {}).get("step"), "finished_at": now_iso()}) + "\n",
+    )
 
 
 def _searcher(tcfg: TuneConfig) -> Any:
@@ -330,6 +337,7 @@ def summarize(grid: Any, tcfg: TuneConfig, output: str) -> dict[str, Any]:
     history: dict[str, list[dict[str, Any]]] = {}
     for result in grid:
         last = dict(result.metrics or {})
+        trial_dir = posixpath.basename(result.path.rstrip("/"))
         trial_id = str(
             last.get("trial_id") or posixpath.basename(result.path).removeprefix(TRIAL_PREFIX)
         )
@@ -364,8 +372,8 @@ def summarize(grid: Any, tcfg: TuneConfig, output: str) -> dict[str, Any]:
                 ),
                 "status": status,
                 "iterations": int(last.get("training_iteration", 0) or 0),
-                # A trial that ended without finishing its function was stopped by the scheduler.
-                "stopped_early": status == "TERMINATED" and not bool(last.get("done")),
+                "stopped_early": status == "TERMINATED"
+                and not storage.exists(storage.join(output, trial_dir, FINISHED_FILE)),
                 "checkpoint": checkpoint,
                 "error": str(result.error) if result.error is not None else None,
             }

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 REQUIRED_SPLITS: tuple[str, ...] = ("train", "val")
+INGEST_TASK_CPUS = 0.25
 
 
 def _parquet_files(directory: str) -> list[str]:
@@ -103,10 +104,14 @@ def build_trainer(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    # Only the columns training needs: text/group stay on disk.
+    # Only the columns training needs: text/group stay on disk. Read tasks ask for a fraction
+    # of a CPU: next to fractional workers (and parallel Tune trials) the free CPU is split
+    # across nodes (0.5 + 0.5), and 1-CPU read tasks would then never be scheduled (a hang).
     columns = ["input_ids", "label"]
     datasets: dict[str, Any] = {
-        split: ray.data.read_parquet(split_dir(cfg.data, split), columns=columns)
+        split: ray.data.read_parquet(
+            split_dir(cfg.data, split), columns=columns, num_cpus=INGEST_TASK_CPUS
+        )
         for split in REQUIRED_SPLITS
     }
     # Train V2 RunConfig fields (mypy sees ray.train's V1 RunConfig stub).

@@ -40,9 +40,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> Path
 
 
 def sweep_config(data_dir: Path, output: Path, **tune: Any) -> Config:
-    """4 tiny trials: 1 worker each; 1.5 CPUs per trial so two run at once on 4 CPUs with one
-    CPU left for Ray Data, and a third can start only once a finished/stopped one gave its
-    CPUs back (a leaked placement group would hang the sweep)."""
+    """4 tiny trials: 1 worker of 1.5 CPUs each, so two run at once on the two 2-CPU nodes
+    and a third can start only once a finished/stopped one gave its CPUs back (a leaked
+    placement group would hang the sweep). Ray Data must read in the 0.5 CPU left per node."""
     points = [
         {"lr": GOOD_LR, "warmup_ratio": 0.0},
         {"lr": GOOD_LR * 0.7, "warmup_ratio": 0.0},
