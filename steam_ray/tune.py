@@ -39,7 +39,7 @@ RESULT_FILE = "result.json"
 HISTORY_FILE = "history.json"
 SWEEP_FILE = "sweep.json"
 TRIAL_PREFIX = "trial_"
-DRIVER_CPU = 0.01
+DRIVER_RESOURCES: dict[str, float] = {"CPU": 0.0, "memory": 1.0}
 FINISHED_FILE = "trial_finished.json"
 # Reported by Ray Tune's TuneReportCallback next to the metrics of a report with a checkpoint.
 CHECKPOINT_KEY = "checkpoint_path"
@@ -114,14 +114,14 @@ def max_concurrent_for(base: TrainConfig, tcfg: TuneConfig, cpus: float, gpus: f
     every CPU held by training workers hangs: ingest never gets a CPU)."""
     if tcfg.max_concurrent is not None:
         return min(tcfg.max_concurrent, tcfg.num_samples)
-    per_trial_cpu = base.num_workers * base.cpus_per_worker + DRIVER_CPU
+    per_trial_cpu = base.num_workers * base.cpus_per_worker
     fit = math.floor((cpus - tcfg.reserve_cpus) / per_trial_cpu + 1e-9)
     if base.use_gpu:
         fit = min(fit, math.floor(gpus / base.num_workers + 1e-9))
     if fit < 1:
         raise ConfigError(
             f"one trial needs {per_trial_cpu:g} CPUs ({base.num_workers} workers x "
-            f"{base.cpus_per_worker:g} + the trial driver) plus {tcfg.reserve_cpus:g} kept for "
+            f"{base.cpus_per_worker:g}) plus {tcfg.reserve_cpus:g} kept for "
             f"data ingest{' and ' + str(base.num_workers) + ' GPUs' if base.use_gpu else ''}, "
             f"but the cluster has {cpus:g} CPUs / {gpus:g} GPUs"
         )
@@ -252,9 +252,10 @@ def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         "run_info": run_info_for(base, manifest, output, name),
     }
     trainable = tune.with_parameters(run_trial, base=base.model_dump(mode="json"), sweep=sweep_info)
-    # The trial driver only waits on its TorchTrainer: a token CPU share (Tune refuses an
-    # all-zero request), so the workers get the CPUs.
-    trainable = tune.with_resources(trainable, {"CPU": DRIVER_CPU})
+    # The trial driver only waits on its TorchTrainer: no CPU at all (a fraction would split
+    # the nodes' free CPUs, and Ray Data's 1-CPU file listing task would then never run).
+    # Tune refuses an all-zero request, hence a token 1 byte of memory.
+    trainable = tune.with_resources(trainable, DRIVER_RESOURCES)
     t0 = time.perf_counter()
     exp_dir = output
     if resume:

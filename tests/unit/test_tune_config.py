@@ -47,10 +47,11 @@ def test_space_and_train_overrides() -> None:
 def test_max_concurrent_from_cluster_resources() -> None:
     base = TrainConfig(num_workers=1, cpus_per_worker=1.5)
     tcfg = TuneConfig(num_samples=8)
-    # 4 CPUs: one kept for ingest, 3 / (1.5 + driver) -> 1 trial; 8 CPUs -> 4 trials.
-    assert max_concurrent_for(base, tcfg, cpus=4, gpus=0) == 1
+    # 4 CPUs: one kept for ingest, 3 / 1.5 -> 2 trials; 3.5 CPUs -> 1; 8 CPUs -> 4 trials.
+    assert max_concurrent_for(base, tcfg, cpus=4, gpus=0) == 2
+    assert max_concurrent_for(base, tcfg, cpus=3.5, gpus=0) == 1
     assert max_concurrent_for(base, tcfg, cpus=8, gpus=0) == 4
-    assert max_concurrent_for(TrainConfig(num_workers=1, cpus_per_worker=1), tcfg, 4, 0) == 2
+    assert max_concurrent_for(TrainConfig(num_workers=1, cpus_per_worker=1), tcfg, 4, 0) == 3
     assert max_concurrent_for(base, TuneConfig(num_samples=2), cpus=64, gpus=0) == 2
     gpu = TrainConfig(num_workers=2, cpus_per_worker=1, use_gpu=True)
     assert max_concurrent_for(gpu, tcfg, cpus=64, gpus=4) == 2
