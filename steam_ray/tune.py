@@ -308,7 +308,7 @@ def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         max_t,
     )
     grid = tuner.fit()
-    record = summarize(grid, tcfg, output)
+    record = summarize(grid, tcfg, output, base)
     record["elapsed_s"] = round(time.perf_counter() - t0, 2)
     record["max_concurrent"] = concurrent
     record["max_t"] = max_t
@@ -331,7 +331,21 @@ def _finite(value: Any) -> float | None:
     return None
 
 
-def summarize(grid: Any, tcfg: TuneConfig, output: str) -> dict[str, Any]:
+def _stopped_early(
+    status: str, last: dict[str, Any], trial_dir: str, config: dict[str, Any], base: TrainConfig
+) -> bool:
+    """Stopped by the scheduler before the end of its run. A run with a step budget ended early
+    iff it reported fewer steps (ASHA also STOPs a trial at max_t, i.e. at its natural end);
+    an epoch-based one iff its driver never saw fit() return (no completion marker)."""
+    if status != "TERMINATED":
+        return False
+    budget = config.get("max_steps", base.max_steps)
+    if budget is not None:
+        return int(last.get("step", 0) or 0) < int(budget)
+    return not storage.exists(storage.join(trial_dir, FINISHED_FILE))
+
+
+def summarize(grid: Any, tcfg: TuneConfig, output: str, base: TrainConfig) -> dict[str, Any]:
     """result.json: every trial, and the sweep's best = the trial whose best checkpoint scores
     best on the metric."""
     trials: list[dict[str, Any]] = []
@@ -373,8 +387,9 @@ def summarize(grid: Any, tcfg: TuneConfig, output: str) -> dict[str, Any]:
                 ),
                 "status": status,
                 "iterations": int(last.get("training_iteration", 0) or 0),
-                "stopped_early": status == "TERMINATED"
-                and not storage.exists(storage.join(output, trial_dir, FINISHED_FILE)),
+                "stopped_early": _stopped_early(
+                    status, last, storage.join(output, trial_dir), dict(result.config or {}), base
+                ),
                 "checkpoint": checkpoint,
                 "error": str(result.error) if result.error is not None else None,
             }
