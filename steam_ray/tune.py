@@ -190,15 +190,18 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: dict[str, 
     )
 
 
-def _searcher(tcfg: TuneConfig) -> Any:
+def _searcher(tcfg: TuneConfig, concurrent: int) -> Any:
     if tcfg.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         return OptunaSearch(points_to_evaluate=tcfg.points_to_evaluate or None, seed=tcfg.seed)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    # Tune ignores max_concurrent_trials for a search *generator*: it limits itself.
     return BasicVariantGenerator(
-        points_to_evaluate=tcfg.points_to_evaluate or None, random_state=tcfg.seed
+        points_to_evaluate=tcfg.points_to_evaluate or None,
+        random_state=tcfg.seed,
+        max_concurrent=concurrent,
     )
 
 
@@ -286,10 +289,10 @@ def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
             tune_config=tune.TuneConfig(
                 metric=tcfg.metric,
                 mode=tcfg.mode,
-                search_alg=_searcher(tcfg),
+                search_alg=_searcher(tcfg, concurrent),
                 scheduler=_scheduler(tcfg, base, max_t),
                 num_samples=tcfg.num_samples,
-                max_concurrent_trials=concurrent,
+                max_concurrent_trials=concurrent if tcfg.search == "optuna" else None,
                 trial_dirname_creator=trial_dir_name,
                 reuse_actors=False,
             ),

@@ -258,8 +258,8 @@ def test_resume_after_driver_killed(ray_cluster: Any, data_dir: Path, tmp_path: 
     cfg_file.write_text(yaml.safe_dump({"tune": tune}))
     env = {
         **os.environ,
+        # The session cluster's auth settings come from this environment: inherit them.
         "RAY_ADDRESS": ray_cluster.address,
-        "RAY_AUTH_MODE": "token",
         "TUNE_GLOBAL_CHECKPOINT_S": "1",  # save the experiment state often: kill it any time
         "PYTHONPATH": os.pathsep.join(sys.path),
     }
