@@ -25,6 +25,15 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Data preparation (Ray Data).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+tune_app = typer.Typer(
+    help="Hyperparameter sweeps (Ray Tune over Ray Train); `tune report OUTPUT` for plots.",
+    invoke_without_command=True,
+)
+app.add_typer(tune_app, name="tune")
+registry_app = typer.Typer(
+    help="The model registry: list, show, promote, path.", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
 
 T = TypeVar("T")
 
@@ -66,6 +75,19 @@ def _require_shared(ctx: typer.Context, debug: bool, shared_fs: bool, **paths: s
         return
     for what, path in paths.items():
         _run(debug, partial(require_shared_storage, path, what, shared_fs=shared_fs))
+
+
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(help="Register the best checkpoint in this registry (dir or gs:// / s3:// URI)."),
+]
+ModelNameOpt = Annotated[str | None, typer.Option(help="Registry model name.")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Move the best pointer even if not better (recorded).")
+]
+RootOpt = Annotated[
+    str | None, typer.Option("--root", "-r", help="Registry dir or URI (default: config).")
+]
 
 
 def _overrides(section: str, **flags: Any) -> dict[str, Any]:
@@ -203,6 +225,9 @@ def train(
         str | None, typer.Option(help="Run name under --output; re-using one resumes it.")
     ] = None,
     shared_fs: SharedFsOpt = False,
+    registry: RegistryOpt = None,
+    model_name: ModelNameOpt = None,
+    force: ForceOpt = False,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -230,16 +255,233 @@ def train(
         placement_strategy=placement_strategy,
         experiment_name=experiment_name,
     )
+    overrides["registry"] = {k: v for k, v in {"model_name": model_name}.items() if v is not None}
     cfg = _load(config, overrides, debug)
     # Workers read --data and write --output on every node.
     _require_shared(
         ctx,
         debug,
         shared_fs,
-        **{"train --data": cfg.train.data, "train --output": cfg.train.output},
+        **{
+            "train --data": cfg.train.data,
+            "train --output": cfg.train.output,
+            **({"train --registry": registry} if registry else {}),
+        },
     )
     result = _run(debug, lambda: run_training(cfg.train))
+    if registry is not None:
+        result["registered"] = _run(debug, lambda: _register_run(cfg, result, registry, force))
     typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _register_run(cfg: Config, result: dict[str, Any], root: str, force: bool) -> dict[str, Any]:
+    from steam_ray.registry import register_checkpoint
+
+    reg = register_checkpoint(
+        root,
+        cfg.registry.model_name,
+        result["best_checkpoint"],
+        metric=cfg.train.checkpoint_metric,
+        mode=cfg.train.checkpoint_mode,
+        config={"train": cfg.train.model_dump(mode="json")},
+        lineage={"run_dir": result["run_dir"], "tokenizer": cfg.train.model},
+        force=force,
+        reason=f"train run {result['run_dir']}",
+    )
+    _echo_registration(reg)
+    return {"version": reg.version.version, "path": reg.version.path, "promoted": reg.promoted}
+
+
+def _echo_registration(reg: Any) -> None:
+    v = reg.version
+    state = "now best" if reg.promoted else "best pointer unchanged"
+    typer.secho(f"registered {v.name}:{v.version} ({state}: {reg.reason})", err=True)
+
+
+@tune_app.callback()
+def tune(
+    ctx: typer.Context,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Prepared data dir.")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Sweep dir or URI (the Tune experiment).")
+    ] = None,
+    registry: RegistryOpt = None,
+    num_samples: Annotated[int | None, typer.Option(help="Trials.")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="Trials at once (default: what the cluster fits).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per trial.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per trial.")] = None,
+    search: Annotated[str | None, typer.Option(help="optuna | random")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="asha | fifo")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric to optimise (macro_f1).")] = None,
+    mode: Annotated[str | None, typer.Option(help="max | min")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="DDP workers per trial.")] = None,
+    cpus_per_worker: Annotated[float | None, typer.Option()] = None,
+    use_gpu: Annotated[bool | None, typer.Option("--use-gpu/--no-gpu")] = None,
+    eval_every_steps: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option(help="Searcher seed.")] = None,
+    model_name: ModelNameOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the sweep in --output (Tuner.restore).")
+    ] = False,
+    shared_fs: SharedFsOpt = False,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Sweep hyperparameters: Ray Tune (Optuna TPE + ASHA) over Ray Train runs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from steam_ray.tune import sweep
+
+    train_over: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "data": data,
+            "max_steps": max_steps,
+            "epochs": epochs,
+            "num_workers": num_workers,
+            "cpus_per_worker": cpus_per_worker,
+            "use_gpu": use_gpu,
+            "eval_every_steps": eval_every_steps,
+        }.items()
+        if v is not None
+    }
+    overrides = _overrides(
+        "tune",
+        output=output,
+        registry=registry,
+        num_samples=num_samples,
+        max_concurrent=max_concurrent,
+        search=search,
+        scheduler=scheduler,
+        metric=metric,
+        mode=mode,
+        seed=seed,
+    )
+    # Into tune.train (the per-trial overrides), so flags win over the config file's.
+    if max_steps is None and epochs is not None:
+        train_over["max_steps"] = None  # --epochs: run whole epochs
+    overrides["tune"]["train"] = train_over
+    overrides["registry"] = {k: v for k, v in {"model_name": model_name}.items() if v is not None}
+    cfg = _load(config, overrides, debug)
+    _require_shared(
+        ctx,
+        debug,
+        shared_fs,
+        **{
+            "tune --output": cfg.tune.output,
+            "tune --data": cfg.tune.train.get("data") or cfg.train.data,
+            **({"tune --registry": cfg.tune.registry} if cfg.tune.registry else {}),
+        },
+    )
+    result = _run(debug, lambda: sweep(cfg, resume=resume))
+    typer.echo(json.dumps(_sweep_summary(result), indent=2, default=str))
+
+
+def _sweep_summary(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("metric", "mode", "best_trial_id", "best_metrics", "best_config", "best_checkpoint")
+    out = {k: result.get(k) for k in keys}
+    out["trials"] = [
+        {k: t[k] for k in ("trial_id", "status", "iterations", "stopped_early")}
+        for t in result["trials"]
+    ]
+    out["registered"] = result.get("registered")
+    out["result"] = f"{result['output']}/result.json"
+    return out
+
+
+@tune_app.command("report")
+def tune_report(
+    output: Annotated[str, typer.Argument(help="A sweep's output dir (holds result.json).")],
+    debug: DebugOpt = False,
+) -> None:
+    """Write OUTPUT/report.html with PNG plots: metric per trial, curves, hyperparameters."""
+    from steam_ray.tune_report import write_report
+
+    path = _run(debug, lambda: write_report(output))
+    typer.echo(path)
+
+
+def _registry(root: str | None, config: str | None, debug: bool) -> Any:
+    from steam_ray.registry import Registry
+
+    cfg = _load(config, {}, debug)
+    return Registry(root or cfg.registry.root, cfg.registry.model_name)
+
+
+@registry_app.command("list")
+def registry_list(root: RootOpt = None, config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """Every model and version; * marks the best pointer."""
+    reg = _registry(root, config, debug)
+
+    def show() -> None:
+        names = reg.names()
+        if not names:
+            typer.echo(f"registry {reg.root} is empty")
+        for name in names:
+            pointer = reg.best_pointer(name) or {}
+            for version in reg.version_ids(name):
+                info = reg.version_info(name, version)
+                mark = "*" if pointer.get("version") == version else " "
+                typer.echo(f"{mark} {name}:{version}  {info['metric']}={info['score']}")
+
+    _run(debug, show)
+
+
+@registry_app.command("show")
+def registry_show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME:best or NAME:VERSION")],
+    root: RootOpt = None,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """A version's path, metrics, lineage and config (JSON)."""
+    from dataclasses import asdict
+
+    reg = _registry(root, config, debug)
+
+    def show() -> None:
+        mv = reg.resolve(ref)
+        data = asdict(mv)
+        data["best_pointer"] = reg.best_pointer(mv.name)
+        typer.echo(json.dumps(data, indent=2, default=str))
+
+    _run(debug, show)
+
+
+@registry_app.command("promote")
+def registry_promote(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
+    force: ForceOpt = False,
+    root: RootOpt = None,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Point NAME's best at VERSION: only if it is better, unless --force (recorded)."""
+    reg = _registry(root, config, debug)
+
+    def promote() -> None:
+        name, _, version = ref.partition(":")
+        if not version or version == "best":
+            raise ValueError(f"promote needs NAME:VERSION, got {ref!r}")
+        _echo_registration(
+            reg.promote(name, version, force=force, reason="steam-ray registry promote")
+        )
+
+    _run(debug, promote)
+
+
+@registry_app.command("path")
+def registry_path(
+    ref: Annotated[str, typer.Argument(help="NAME[:best|VERSION] or best")],
+    root: RootOpt = None,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Print the HF checkpoint dir of a version (for from_pretrained / Serve)."""
+    reg = _registry(root, config, debug)
+    typer.echo(_run(debug, lambda: reg.resolve(ref).path))
 
 
 @app.command("config")

@@ -5,8 +5,8 @@ A run's config is built in three layers, later ones winning:
 2. a YAML file (``--config FILE``; packaged ones live in ``steam_ray/configs/``),
 3. CLI flags (only those the user actually passed).
 
-Each stage reads its own section (``data``, ``train``); the whole resolved config is written
-next to the artefacts it produced so a run can be reproduced.
+Each stage reads its own section (``data``, ``train``, ``tune``, ``registry``); the whole
+resolved config is written next to the artefacts it produced so a run can be reproduced.
 """
 
 from __future__ import annotations
@@ -207,9 +207,99 @@ class TrainConfig(_Section):
         return "min" if self.checkpoint_metric == "loss" else "max"
 
 
+class SearchParam(_Section):
+    """One hyperparameter's distribution in a sweep's search space."""
+
+    type: Literal["loguniform", "uniform", "choice", "randint"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchParam:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty 'values' list")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"{self.type} needs low < high (got low={self.low}, high={self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+
+def _default_space() -> dict[str, SearchParam]:
+    return {
+        "lr": SearchParam(type="loguniform", low=1e-5, high=3e-4),
+        "batch_size": SearchParam(type="choice", values=[16, 32]),
+        "warmup_ratio": SearchParam(type="uniform", low=0.0, high=0.2),
+        "weight_decay": SearchParam(type="uniform", low=0.0, high=0.1),
+        "class_weighted": SearchParam(type="choice", values=[False, True]),
+    }
+
+
+class TuneConfig(_Section):
+    """A Ray Tune sweep over the ``train`` section: each trial is one Ray Train run."""
+
+    output: str = "artifacts/tune"
+    # Register the sweep's best checkpoint in this registry (None: don't register).
+    registry: str | None = None
+    num_samples: int = Field(8, ge=1)
+    # Trials at once (None: as many as the cluster's CPUs/GPUs fit, see ``reserve_cpus``).
+    max_concurrent: int | None = Field(None, ge=1)
+    # CPUs kept free for Ray Data ingest when sizing max_concurrent automatically.
+    reserve_cpus: float = Field(1.0, ge=0)
+    search: Literal["optuna", "random"] = "optuna"
+    scheduler: Literal["asha", "fifo"] = "asha"
+    metric: str = "macro_f1"
+    mode: Literal["max", "min"] = "max"
+    seed: int = 42
+    # Keys are ``train`` fields; sampled values override the trial's train config.
+    space: dict[str, SearchParam] = Field(default_factory=_default_space)
+    # Configs tried first (e.g. the current default), then the searcher takes over.
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    # Fixed ``train`` overrides for every trial (e.g. fewer workers than a full run).
+    train: dict[str, Any] = Field(default_factory=dict)
+    # Evaluations per trial when ``train.eval_every_steps`` is unset: ASHA cuts at evaluations.
+    evals_per_trial: int = Field(4, ge=1)
+    # ASHA: the time attribute is the optimizer step; the first rung is after this many steps
+    # (None: the first evaluation); each rung keeps 1/reduction_factor of the trials.
+    grace_period_steps: int | None = Field(None, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+    # Tune-level retries of a failed trial (Ray Train retries workers inside a trial first).
+    max_failures: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _keys(self) -> TuneConfig:
+        fields = set(TrainConfig.model_fields)
+        for where, keys in (
+            ("space", set(self.space)),
+            ("train", set(self.train)),
+            *(("points_to_evaluate", set(p)) for p in self.points_to_evaluate),
+        ):
+            unknown = sorted(keys - fields)
+            if unknown:
+                raise ValueError(f"tune.{where}: {unknown} are not train settings")
+        for point in self.points_to_evaluate:
+            missing = sorted(set(self.space) - set(point))
+            if missing:
+                raise ValueError(f"tune.points_to_evaluate: {point} lacks {missing}")
+        return self
+
+
+class RegistryConfig(_Section):
+    """Where trained models are registered (local directory or gs:// / s3:// URI)."""
+
+    root: str = "artifacts/registry"
+    # Model names are path components and refs use ``NAME:VERSION``: no ``/`` or ``:``.
+    model_name: str = Field("steam-sentiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

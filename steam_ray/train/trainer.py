@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 REQUIRED_SPLITS: tuple[str, ...] = ("train", "val")
+INGEST_TASK_CPUS = 0.25
 
 
 def _parquet_files(directory: str) -> list[str]:
@@ -117,23 +118,10 @@ def _storage_path(output: str) -> str:
     return output if storage.is_uri(output) else str(Path(output).expanduser().resolve())
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Fine-tune with Ray Train; returns (and writes to OUTPUT/result.json) the run record."""
-    import ray
-    import ray.data
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    manifest = validate_inputs(cfg)
-    t0 = time.perf_counter()
-    started_at = now_iso()
-    name = cfg.experiment_name or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
-    output = _storage_path(cfg.output)
-    run_dir = storage.join(output, name)
-    check_resume(cfg, manifest, run_dir)
-    storage.makedirs(run_dir)
+def run_info_for(cfg: TrainConfig, manifest: Manifest, run_dir: str, name: str) -> dict[str, Any]:
+    """What every worker needs to know about the run beyond its config (lineage, class counts)."""
     train_stats = manifest.splits["train"]
-    run_info = {
+    return {
         "run_dir": run_dir,
         "experiment_name": name,
         "data_fingerprint": manifest.fingerprint,
@@ -144,17 +132,41 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "train_negative": train_stats.negative,
         "version": package_version(),
         "git_sha": git_sha(),
-        "started_at": started_at,
+        "started_at": now_iso(),
     }
-    if not ray.is_initialized():
-        ray.init()
-    # Only the columns training needs: text/group stay on disk.
+
+
+def build_trainer(
+    cfg: TrainConfig,
+    run_info: dict[str, Any],
+    *,
+    storage_path: str,
+    name: str,
+    callbacks: list[Any] | None = None,
+    worker_env: dict[str, str] | None = None,
+) -> Any:
+    """The TorchTrainer for one run: used by ``train`` and by each Tune trial."""
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    # Only the columns training needs: text/group stay on disk. Read tasks ask for a fraction
+    # of a CPU: next to fractional workers (and parallel Tune trials) the free CPU is split
+    # across nodes (0.5 + 0.5), and 1-CPU read tasks would then never be scheduled (a hang).
     columns = ["input_ids", "label"]
     datasets: dict[str, Any] = {
-        split: ray.data.read_parquet(split_dir(cfg.data, split), columns=columns)
+        split: ray.data.read_parquet(
+            split_dir(cfg.data, split), columns=columns, num_cpus=INGEST_TASK_CPUS
+        )
         for split in REQUIRED_SPLITS
     }
-    trainer = TorchTrainer(
+    # Train V2 RunConfig fields (mypy sees ray.train's V1 RunConfig stub).
+    extra: dict[str, Any] = {}
+    if callbacks:
+        extra["callbacks"] = callbacks
+    if worker_env:
+        extra["worker_runtime_env"] = {"env_vars": worker_env}
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": cfg.model_dump(mode="json"), "run": run_info},
         scaling_config=ScalingConfig(
@@ -165,16 +177,35 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=output,
+            storage_path=storage_path,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.keep_checkpoints,
                 checkpoint_score_attribute=cfg.checkpoint_metric,
                 checkpoint_score_order=cfg.resolved_checkpoint_mode(),
             ),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
+            **extra,
         ),
         datasets=datasets,
     )
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Fine-tune with Ray Train; returns (and writes to OUTPUT/result.json) the run record."""
+    import ray
+
+    manifest = validate_inputs(cfg)
+    t0 = time.perf_counter()
+    name = cfg.experiment_name or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
+    output = _storage_path(cfg.output)
+    run_dir = storage.join(output, name)
+    check_resume(cfg, manifest, run_dir)
+    storage.makedirs(run_dir)
+    run_info = run_info_for(cfg, manifest, run_dir, name)
+    started_at = run_info["started_at"]
+    if not ray.is_initialized():
+        ray.init()
+    trainer = build_trainer(cfg, run_info, storage_path=output, name=name)
     result = trainer.fit()
     elapsed = time.perf_counter() - t0
 

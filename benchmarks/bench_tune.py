@@ -1,0 +1,149 @@
+"""ASHA vs FIFO: one sweep (search space, searcher seed, trials) with and without early stopping.
+
+Both sweeps run ``steam_ray.tune.sweep`` (Optuna TPE, one Ray Train run per trial) on the
+offline sample data (``steam-ray data prepare --source sample``, prepared here if --data is not
+given) on one local Ray cluster, one after the other. Printed per scheduler: trial steps spent
+(the sum over trials of the optimizer steps each ran), wall time, the best metric found; then
+ASHA / FIFO as ratios. Goal: ASHA spends at most half the trial steps for a best metric within
+0.01 of FIFO's.
+
+Run: ``.venv/bin/python benchmarks/bench_tune.py`` (add ``--repeats 2`` for a spread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from steam_ray.config import Config, DataConfig
+
+
+def prepare_sample(directory: Path, limit: int, max_length: int) -> str:
+    from steam_ray.data.pipeline import prepare
+
+    prepare(
+        DataConfig(
+            source="sample",
+            output=str(directory),
+            limit=limit,
+            max_length=max_length,
+            keep_rejected=False,
+        )
+    )
+    return str(directory)
+
+
+def run_sweep(
+    args: argparse.Namespace, data: str, out: Path, scheduler: str, seed: int
+) -> dict[str, Any]:
+    from steam_ray.tune import sweep
+
+    cfg = Config.model_validate(
+        {
+            "tune": {
+                "output": str(out),
+                "num_samples": args.trials,
+                "max_concurrent": args.concurrent,
+                "scheduler": scheduler,
+                "search": "optuna",
+                "seed": seed,
+                "reduction_factor": args.reduction_factor,
+                "grace_period_steps": args.eval_every,
+                "space": {
+                    "lr": {"type": "loguniform", "low": 1e-6, "high": 1e-3},
+                    "warmup_ratio": {"type": "uniform", "low": 0.0, "high": 0.3},
+                    "weight_decay": {"type": "uniform", "low": 0.0, "high": 0.1},
+                    "class_weighted": {"type": "choice", "values": [False, True]},
+                },
+                "train": {
+                    "data": data,
+                    "num_workers": 1,
+                    "cpus_per_worker": 1,
+                    "max_steps": args.max_steps,
+                    "eval_every_steps": args.eval_every,
+                    "batch_size": args.batch_size,
+                    "max_eval_rows": args.eval_rows,
+                    "log_every_steps": args.eval_every,
+                    "keep_checkpoints": 1,
+                    "wandb": False,
+                    "tensorboard": False,
+                },
+            }
+        }
+    )
+    t0 = time.perf_counter()
+    record = sweep(cfg)
+    wall = time.perf_counter() - t0
+    steps = sum(int(t["metrics"].get("step", 0) or 0) for t in record["trials"])
+    return {
+        "scheduler": scheduler,
+        "trial_steps": steps,
+        "wall_s": round(wall, 1),
+        "best": record["best_metrics"]["macro_f1"] if record["best_metrics"] else None,
+        "stopped_early": sum(bool(t["stopped_early"]) for t in record["trials"]),
+        "trials": len(record["trials"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="prepared data dir (default: prepare the sample here)")
+    parser.add_argument("--rows", type=int, default=3000, help="sample rows to prepare")
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--concurrent", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, default=18)
+    parser.add_argument("--eval-every", type=int, default=2)
+    parser.add_argument("--reduction-factor", type=float, default=3.0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--eval-rows", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--cpus", type=int, default=4, help="logical CPUs of the local cluster")
+    args = parser.parse_args()
+
+    import ray
+
+    # address="local": a fresh cluster, never one another process started on this machine.
+    ray.init(
+        address="local",
+        num_cpus=args.cpus,
+        object_store_memory=512 * 1024**2,
+        include_dashboard=False,
+    )
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
+        data = args.data or prepare_sample(Path(tmp) / "data", args.rows, args.max_length)
+        for rep in range(args.repeats):
+            pair = {}
+            # Alternate the order so neither scheduler always runs on the warmer machine.
+            order = ("asha", "fifo") if rep % 2 == 0 else ("fifo", "asha")
+            for scheduler in order:
+                res = run_sweep(args, data, Path(tmp) / f"{scheduler}-{rep}", scheduler, args.seed)
+                res["repeat"] = rep
+                pair[scheduler] = res
+                rows.append(res)
+                print(json.dumps(res), flush=True)
+            a, f = pair["asha"], pair["fifo"]
+            print(
+                f"repeat {rep}: ASHA/FIFO trial steps {a['trial_steps']}/{f['trial_steps']} = "
+                f"{a['trial_steps'] / f['trial_steps']:.2f}, wall {a['wall_s']}/{f['wall_s']} s = "
+                f"{a['wall_s'] / f['wall_s']:.2f}, best macro_f1 {a['best']:.4f} vs "
+                f"{f['best']:.4f} (diff {a['best'] - f['best']:+.4f})",
+                flush=True,
+            )
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

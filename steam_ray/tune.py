@@ -1,0 +1,459 @@
+"""Hyperparameter sweeps: Ray Tune over Ray Train (V2) runs, one TorchTrainer per trial.
+
+Ray 2.60's pattern for Train V2: a ``Tuner`` over a function trainable (the trial *driver*,
+which reserves ~no CPU) that builds a ``TorchTrainer`` whose ``RunConfig`` carries
+``TuneReportCallback``: every ``ray.train.report`` of rank 0 (our validation metrics are
+already gathered over all ranks) becomes a Tune result, so schedulers see each evaluation.
+
+Layout: OUTPUT is the Tune experiment dir. Trial ``<id>``'s Tune files and its Ray Train run
+(checkpoints, ``tensorboard/``, ``wandb/``) share ``OUTPUT/trial_<id>/``, so
+``tensorboard --logdir OUTPUT`` shows every trial. ``OUTPUT/result.json`` is the sweep's
+summary, ``OUTPUT/history.json`` every trial's evaluations (for ``steam-ray tune report``).
+
+Stopping: when ASHA stops a trial, Tune ends the trial actor; the Ray Train controller is an
+actor owned by it and the workers and placement group are owned by the controller, so the
+whole run goes with it and its CPUs return to the cluster (``tests/integration/test_tune.py``
+checks that on the pinned Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import posixpath
+import time
+from pathlib import Path
+from typing import Any
+
+from steam_ray import storage
+from steam_ray.config import Config, SearchParam, TrainConfig, TuneConfig
+from steam_ray.errors import ConfigError
+from steam_ray.train.checkpoint import git_sha, now_iso
+from steam_ray.train.data import estimate_steps_per_epoch
+from steam_ray.train.metrics import json_safe
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+HISTORY_FILE = "history.json"
+SWEEP_FILE = "sweep.json"
+TRIAL_PREFIX = "trial_"
+DRIVER_RESOURCES: dict[str, float] = {"CPU": 0.0, "memory": 1.0}
+FINISHED_FILE = "trial_finished.json"
+# Reported by Ray Tune's TuneReportCallback next to the metrics of a report with a checkpoint.
+CHECKPOINT_KEY = "checkpoint_path"
+# Per-evaluation values kept in history.json (others, like node ids, are run diagnostics).
+CURVE_KEYS = ("step", "epoch", "loss", "accuracy", "macro_f1", "roc_auc", "train_loss", "lr")
+
+
+def trial_dir_name(trial: Any) -> str:
+    return f"{TRIAL_PREFIX}{trial.trial_id}"
+
+
+def trial_train_config(cfg: Config) -> TrainConfig:
+    """The ``train`` section with the sweep's fixed per-trial overrides applied."""
+    merged = {**cfg.train.model_dump(mode="json"), **cfg.tune.train}
+    return TrainConfig.model_validate(merged)
+
+
+def _param(p: SearchParam) -> Any:
+    from ray import tune
+
+    if p.type == "choice":
+        return tune.choice(list(p.values or []))
+    assert p.low is not None and p.high is not None  # checked by SearchParam
+    if p.type == "loguniform":
+        return tune.loguniform(p.low, p.high)
+    if p.type == "uniform":
+        return tune.uniform(p.low, p.high)
+    return tune.randint(int(p.low), int(p.high))
+
+
+def param_space(tcfg: TuneConfig) -> dict[str, Any]:
+    return {name: _param(p) for name, p in tcfg.space.items()}
+
+
+def _validate_space(base: TrainConfig, tcfg: TuneConfig) -> None:
+    """Every corner of the space must be a valid train config: fail now, not in trial 7."""
+    corners: list[dict[str, Any]] = [dict(p) for p in tcfg.points_to_evaluate]
+    for name, p in tcfg.space.items():
+        values = p.values if p.type == "choice" else [p.low, p.high]
+        for value in values or []:
+            corners.append({name: int(value) if p.type == "randint" and value else value})
+    for point in corners:
+        try:
+            TrainConfig.model_validate({**base.model_dump(mode="json"), **point})
+        except ValueError as exc:
+            raise ConfigError(
+                f"tune search space value {point} is not a valid train setting: {exc}"
+            ) from None
+
+
+def planned_steps(base: TrainConfig, tcfg: TuneConfig, train_rows: int, train_tokens: int) -> int:
+    """Optimizer steps of the longest trial (the smallest batch in the space): ASHA's max_t."""
+    if base.max_steps is not None:
+        return base.max_steps
+    batch = tcfg.space.get("batch_size")
+    sizes = [int(v) for v in batch.values or []] if batch and batch.type == "choice" else []
+    smallest = min(sizes or [base.batch_size])
+    per_epoch = estimate_steps_per_epoch(
+        train_rows,
+        train_tokens,
+        base.num_workers,
+        smallest,
+        base.token_budget,
+        base.grad_accum_steps,
+    )
+    return max(1, per_epoch * base.epochs)
+
+
+def max_concurrent_for(base: TrainConfig, tcfg: TuneConfig, cpus: float, gpus: float) -> int:
+    """Trials that fit at once: each needs num_workers x cpus_per_worker CPUs (and GPUs) plus
+    its driver's token CPU, and ``reserve_cpus`` stay free for Ray Data ingest (a cluster with
+    every CPU held by training workers hangs: ingest never gets a CPU)."""
+    if tcfg.max_concurrent is not None:
+        return min(tcfg.max_concurrent, tcfg.num_samples)
+    per_trial_cpu = base.num_workers * base.cpus_per_worker
+    fit = math.floor((cpus - tcfg.reserve_cpus) / per_trial_cpu + 1e-9)
+    if base.use_gpu:
+        fit = min(fit, math.floor(gpus / base.num_workers + 1e-9))
+    if fit < 1:
+        raise ConfigError(
+            f"one trial needs {per_trial_cpu:g} CPUs ({base.num_workers} workers x "
+            f"{base.cpus_per_worker:g}) plus {tcfg.reserve_cpus:g} kept for "
+            f"data ingest{' and ' + str(base.num_workers) + ' GPUs' if base.use_gpu else ''}, "
+            f"but the cluster has {cpus:g} CPUs / {gpus:g} GPUs"
+        )
+    return min(fit, tcfg.num_samples)
+
+
+def auto_max_concurrent(base: TrainConfig, tcfg: TuneConfig) -> int:
+    import ray
+
+    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return max_concurrent_for(
+        base, tcfg, float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    )
+
+
+def _split_output(output: str) -> tuple[str, str]:
+    """(storage_path, name) so that Tune's experiment dir is exactly OUTPUT."""
+    path = output if storage.is_uri(output) else str(Path(output).expanduser().resolve())
+    parent, name = posixpath.split(path.rstrip("/"))
+    if not name:
+        raise ConfigError(f"tune output {output!r} must name a directory")
+    return parent, name
+
+
+def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: dict[str, Any]) -> None:
+    """The trial driver: one Ray Train run with this trial's hyperparameters."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from steam_ray.train.trainer import build_trainer
+
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id()
+    name = f"{TRIAL_PREFIX}{trial_id}"
+    output = sweep["output"]
+    cfg = TrainConfig.model_validate(
+        {
+            **base,
+            **config,
+            "output": output,
+            "experiment_name": name,
+            "wandb_run_name": f"{sweep['name']}-{trial_id}",
+        }
+    )
+    run_info = {
+        **sweep["run_info"],
+        "run_dir": storage.join(output, name),
+        "experiment_name": name,
+        "started_at": now_iso(),
+    }
+    trainer = build_trainer(
+        cfg,
+        run_info,
+        storage_path=output,
+        name=name,
+        callbacks=[TuneReportCallback()],  # type: ignore[no-untyped-call]
+        # One W&B group per sweep, one run per trial.
+        worker_env={"WANDB_RUN_GROUP": sweep["name"], "WANDB_JOB_TYPE": "tune-trial"},
+    )
+    result = trainer.fit()
+    # Only a run that reached its end gets here: a trial the scheduler stops is killed in fit().
+    # (Tune marks both kinds ``done``; this marker tells them apart in result.json.)
+    storage.write_text(
+        storage.join(output, name, FINISHED_FILE),
+        json.dumps({"step": (result.metrics or {}).get("step"), "finished_at": now_iso()}) + "\n",
+    )
+
+
+def _searcher(tcfg: TuneConfig, concurrent: int) -> Any:
+    if tcfg.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(points_to_evaluate=tcfg.points_to_evaluate or None, seed=tcfg.seed)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Tune ignores max_concurrent_trials for a search *generator*: it limits itself.
+    return BasicVariantGenerator(
+        points_to_evaluate=tcfg.points_to_evaluate or None,
+        random_state=tcfg.seed,
+        max_concurrent=concurrent,
+    )
+
+
+def _scheduler(tcfg: TuneConfig, base: TrainConfig, max_t: int) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if tcfg.scheduler == "fifo":
+        return FIFOScheduler()  # type: ignore[no-untyped-call]
+    assert base.eval_every_steps is not None
+    grace = tcfg.grace_period_steps or base.eval_every_steps
+    # time_attr = the optimizer step: monotonic, and exact across a resumed trial.
+    return ASHAScheduler(
+        time_attr="step", max_t=max_t, grace_period=grace, reduction_factor=tcfg.reduction_factor
+    )
+
+
+def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) a sweep; returns and writes OUTPUT/result.json."""
+    import ray
+    from ray import tune
+
+    from steam_ray.train.trainer import validate_inputs
+
+    tcfg = cfg.tune
+    base = trial_train_config(cfg)
+    manifest = validate_inputs(base)
+    train_stats = manifest.splits["train"]
+    max_t = planned_steps(base, tcfg, train_stats.rows, train_stats.tokens)
+    if base.eval_every_steps is None:
+        # Report several times per trial so ASHA has rungs to cut at.
+        base = base.model_copy(
+            update={"eval_every_steps": max(1, math.ceil(max_t / tcfg.evals_per_trial))}
+        )
+    if base.checkpoint_metric != tcfg.metric or base.checkpoint_mode != tcfg.mode:
+        # A trial keeps the checkpoints that score best on the sweep's own metric.
+        base = base.model_copy(
+            update={"checkpoint_metric": tcfg.metric, "checkpoint_mode": tcfg.mode}
+        )
+        validate_inputs(base)
+    _validate_space(base, tcfg)
+    storage_path, name = _split_output(tcfg.output)
+    output = storage.join(storage_path, name)
+    if not ray.is_initialized():
+        ray.init()
+    concurrent = auto_max_concurrent(base, tcfg)
+    from steam_ray.train.trainer import run_info_for
+
+    sweep_info = {
+        "output": output,
+        "name": name,
+        "run_info": run_info_for(base, manifest, output, name),
+    }
+    trainable = tune.with_parameters(run_trial, base=base.model_dump(mode="json"), sweep=sweep_info)
+    # The trial driver only waits on its TorchTrainer: no CPU at all (a fraction would split
+    # the nodes' free CPUs, and Ray Data's 1-CPU file listing task would then never run).
+    # Tune refuses an all-zero request, hence a token 1 byte of memory.
+    trainable = tune.with_resources(trainable, DRIVER_RESOURCES)
+    t0 = time.perf_counter()
+    exp_dir = output
+    if resume:
+        if not tune.Tuner.can_restore(exp_dir):
+            raise ConfigError(f"--resume: no sweep to resume in {tcfg.output}")
+        log.info("resuming sweep %s", exp_dir)
+        tuner = tune.Tuner.restore(
+            exp_dir, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        if storage.exists(storage.join(exp_dir, RESULT_FILE)) or tune.Tuner.can_restore(exp_dir):
+            raise ConfigError(
+                f"{tcfg.output} already holds a sweep: pass --resume to continue it, or choose "
+                "another --output"
+            )
+        storage.makedirs(exp_dir)
+        storage.write_text(
+            storage.join(exp_dir, SWEEP_FILE),
+            json.dumps(
+                {"config": cfg.model_dump(mode="json"), "max_t": max_t, "concurrent": concurrent},
+                indent=2,
+            )
+            + "\n",
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(tcfg),
+            tune_config=tune.TuneConfig(
+                metric=tcfg.metric,
+                mode=tcfg.mode,
+                search_alg=_searcher(tcfg, concurrent),
+                scheduler=_scheduler(tcfg, base, max_t),
+                num_samples=tcfg.num_samples,
+                max_concurrent_trials=concurrent if tcfg.search == "optuna" else None,
+                trial_dirname_creator=trial_dir_name,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage_path,
+                failure_config=tune.FailureConfig(max_failures=tcfg.max_failures),
+                verbose=1,
+            ),
+        )
+    log.info(
+        "sweep %s: %d trials, %d at a time, max %d steps each",
+        name,
+        tcfg.num_samples,
+        concurrent,
+        max_t,
+    )
+    grid = tuner.fit()
+    record = summarize(grid, tcfg, output, base)
+    record["elapsed_s"] = round(time.perf_counter() - t0, 2)
+    record["max_concurrent"] = concurrent
+    record["max_t"] = max_t
+    result_path = storage.join(output, RESULT_FILE)
+    storage.write_text(result_path, json.dumps(record, indent=2, default=str) + "\n")
+    if tcfg.registry is not None:
+        # After result.json is safe: a registry problem must not lose the sweep's summary.
+        record["registered"] = register_best(record, cfg, output)
+        storage.write_text(result_path, json.dumps(record, indent=2, default=str) + "\n")
+    return record
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a > b if mode == "max" else a < b
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _stopped_early(
+    status: str, last: dict[str, Any], trial_dir: str, config: dict[str, Any], base: TrainConfig
+) -> bool:
+    """Stopped by the scheduler before the end of its run. A run with a step budget ended early
+    iff it reported fewer steps (ASHA also STOPs a trial at max_t, i.e. at its natural end);
+    an epoch-based one iff its driver never saw fit() return (no completion marker)."""
+    if status != "TERMINATED":
+        return False
+    budget = config.get("max_steps", base.max_steps)
+    if budget is not None:
+        return int(last.get("step", 0) or 0) < int(budget)
+    return not storage.exists(storage.join(trial_dir, FINISHED_FILE))
+
+
+def summarize(grid: Any, tcfg: TuneConfig, output: str, base: TrainConfig) -> dict[str, Any]:
+    """result.json: every trial, and the sweep's best = the trial whose best checkpoint scores
+    best on the metric."""
+    trials: list[dict[str, Any]] = []
+    history: dict[str, list[dict[str, Any]]] = {}
+    for result in grid:
+        last = dict(result.metrics or {})
+        trial_dir = posixpath.basename(result.path.rstrip("/"))
+        trial_id = str(
+            last.get("trial_id") or posixpath.basename(result.path).removeprefix(TRIAL_PREFIX)
+        )
+        frame = result.metrics_dataframe
+        rows: list[dict[str, Any]] = [] if frame is None else frame.to_dict("records")
+        curve = [
+            {k: r.get(k) for k in (*CURVE_KEYS, CHECKPOINT_KEY) if k in r}
+            for r in rows
+            if "step" in r
+        ]
+        history[trial_id] = [json_safe(p) for p in curve]
+        best_row: dict[str, Any] | None = None
+        for row in curve:
+            score = _finite(row.get(tcfg.metric))
+            if score is None or not isinstance(row.get(CHECKPOINT_KEY), str):
+                continue
+            if best_row is None or _better(score, float(best_row[tcfg.metric]), tcfg.mode):
+                best_row = row
+        checkpoint = (
+            storage.user_path(output, str(best_row[CHECKPOINT_KEY]))
+            if best_row is not None
+            else None
+        )
+        status = "ERROR" if result.error is not None else "TERMINATED"
+        trials.append(
+            {
+                "trial_id": trial_id,
+                "config": dict(result.config or {}),
+                "metrics": json_safe({k: v for k, v in last.items() if _scalar(v)}),
+                "best_metrics": json_safe(
+                    {k: v for k, v in (best_row or {}).items() if k != CHECKPOINT_KEY}
+                ),
+                "status": status,
+                "iterations": int(last.get("training_iteration", 0) or 0),
+                "stopped_early": _stopped_early(
+                    status, last, storage.join(output, trial_dir), dict(result.config or {}), base
+                ),
+                "checkpoint": checkpoint,
+                "error": str(result.error) if result.error is not None else None,
+            }
+        )
+    trials.sort(key=lambda t: t["trial_id"])
+    best: dict[str, Any] | None = None
+    for trial in trials:
+        score = _finite(trial["best_metrics"].get(tcfg.metric))
+        if score is None or trial["checkpoint"] is None:
+            continue
+        if best is None or _better(score, float(best["best_metrics"][tcfg.metric]), tcfg.mode):
+            best = trial
+    storage.write_text(
+        storage.join(output, HISTORY_FILE), json.dumps(history, indent=2, default=str) + "\n"
+    )
+    return {
+        "metric": tcfg.metric,
+        "mode": tcfg.mode,
+        "trials": trials,
+        "best_checkpoint": best["checkpoint"] if best else None,
+        "best_config": best["config"] if best else None,
+        "best_metrics": best["best_metrics"] if best else None,
+        "best_trial_id": best["trial_id"] if best else None,
+        "output": output,
+        "finished_at": now_iso(),
+    }
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool) or value is None
+
+
+def register_best(record: dict[str, Any], cfg: Config, output: str) -> dict[str, Any] | None:
+    """Register the sweep's best checkpoint; the ``best`` pointer moves only if it is better."""
+    from steam_ray.registry import register_checkpoint
+
+    if record["best_checkpoint"] is None or cfg.tune.registry is None:
+        return None
+    best_cfg = trial_train_config(cfg).model_copy(update=record["best_config"] or {})
+    reg = register_checkpoint(
+        cfg.tune.registry,
+        cfg.registry.model_name,
+        record["best_checkpoint"],
+        metric=cfg.tune.metric,
+        mode=cfg.tune.mode,
+        config={
+            "train": best_cfg.model_dump(mode="json"),
+            "tune": cfg.tune.model_dump(mode="json"),
+        },
+        lineage={
+            "sweep": output,
+            "trial_id": record["best_trial_id"],
+            "tokenizer": cfg.train.model,
+            "git_sha_registered": git_sha(),
+        },
+        reason=f"sweep {output}",
+    )
+    return {
+        "name": reg.version.name,
+        "version": reg.version.version,
+        "path": reg.version.path,
+        "promoted": reg.promoted,
+        "reason": reg.reason,
+    }

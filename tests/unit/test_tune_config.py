@@ -1,0 +1,71 @@
+"""The tune: config section and the sweep's sizing rules (no Ray needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from steam_ray.config import Config, TrainConfig, TuneConfig
+from steam_ray.errors import ConfigError
+from steam_ray.tune import max_concurrent_for, param_space, planned_steps, trial_train_config
+
+
+def test_unknown_or_bad_space_is_refused() -> None:
+    with pytest.raises(ValueError, match="not train settings"):
+        TuneConfig.model_validate(
+            {"space": {"learning_rate": {"type": "uniform", "low": 0, "high": 1}}}
+        )
+    with pytest.raises(ValueError, match="low < high"):
+        TuneConfig.model_validate(
+            {"space": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-5}}}
+        )
+    with pytest.raises(ValueError, match="non-empty"):
+        TuneConfig.model_validate({"space": {"batch_size": {"type": "choice", "values": []}}})
+    with pytest.raises(ValueError, match="not train settings"):
+        TuneConfig.model_validate({"train": {"max_stepz": 3}})
+    with pytest.raises(ValueError, match="lacks"):
+        TuneConfig.model_validate(
+            {"points_to_evaluate": [{"lr": 1e-4}]}
+        )  # default space: more keys
+    with pytest.raises(ValueError, match="Extra inputs"):
+        Config.model_validate({"tune": {"num_sample": 3}})
+    with pytest.raises(ValueError, match="pattern"):
+        Config.model_validate({"registry": {"model_name": "a/b"}})
+
+
+def test_space_and_train_overrides() -> None:
+    from ray.tune.search.sample import Categorical, Float
+
+    cfg = Config.model_validate(
+        {"train": {"lr": 1e-3, "max_steps": 50}, "tune": {"train": {"max_steps": 7}}}
+    )
+    assert trial_train_config(cfg).max_steps == 7 and trial_train_config(cfg).lr == 1e-3
+    space = param_space(cfg.tune)
+    assert isinstance(space["lr"], Float) and isinstance(space["batch_size"], Categorical)
+    assert space["batch_size"].categories == [16, 32]
+
+
+def test_max_concurrent_from_cluster_resources() -> None:
+    base = TrainConfig(num_workers=1, cpus_per_worker=1.5)
+    tcfg = TuneConfig(num_samples=8)
+    # 4 CPUs: one kept for ingest, 3 / 1.5 -> 2 trials; 3.5 CPUs -> 1; 8 CPUs -> 4 trials.
+    assert max_concurrent_for(base, tcfg, cpus=4, gpus=0) == 2
+    assert max_concurrent_for(base, tcfg, cpus=3.5, gpus=0) == 1
+    assert max_concurrent_for(base, tcfg, cpus=8, gpus=0) == 4
+    assert max_concurrent_for(TrainConfig(num_workers=1, cpus_per_worker=1), tcfg, 4, 0) == 3
+    assert max_concurrent_for(base, TuneConfig(num_samples=2), cpus=64, gpus=0) == 2
+    gpu = TrainConfig(num_workers=2, cpus_per_worker=1, use_gpu=True)
+    assert max_concurrent_for(gpu, tcfg, cpus=64, gpus=4) == 2
+    with pytest.raises(ConfigError, match="cluster has 2 CPUs"):
+        max_concurrent_for(TrainConfig(num_workers=2, cpus_per_worker=1), tcfg, cpus=2, gpus=0)
+    assert max_concurrent_for(base, TuneConfig(max_concurrent=3), cpus=1, gpus=0) == 3
+
+
+def test_planned_steps_is_the_longest_trial() -> None:
+    tcfg = TuneConfig()  # batch_size in {16, 32}
+    assert planned_steps(TrainConfig(max_steps=40), tcfg, 10_000, 1_000_000) == 40
+    # Epoch-based: the smallest batch in the space sets max_t.
+    steps16 = planned_steps(TrainConfig(num_workers=1, epochs=2), tcfg, 1600, 160_000)
+    steps32 = planned_steps(
+        TrainConfig(num_workers=1, epochs=2), TuneConfig(space={}), 1600, 160_000
+    )
+    assert steps16 == 200 and steps32 == 100
