@@ -282,7 +282,7 @@ def _register_run(cfg: Config, result: dict[str, Any], root: str, force: bool) -
         cfg.registry.model_name,
         result["best_checkpoint"],
         metric=cfg.train.checkpoint_metric,
-        mode=cfg.train.checkpoint_mode,
+        mode=cfg.train.resolved_checkpoint_mode(),
         config={"train": cfg.train.model_dump(mode="json")},
         lineage={"run_dir": result["run_dir"], "tokenizer": cfg.train.model},
         force=force,

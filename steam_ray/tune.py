@@ -30,7 +30,7 @@ from steam_ray import storage
 from steam_ray.config import Config, SearchParam, TrainConfig, TuneConfig
 from steam_ray.errors import ConfigError
 from steam_ray.train.checkpoint import git_sha, now_iso
-from steam_ray.train.data import estimate_steps_per_epoch
+from steam_ray.train.loop import steps_per_epoch
 from steam_ray.train.metrics import json_safe
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def planned_steps(base: TrainConfig, tcfg: TuneConfig, train_rows: int, train_to
     batch = tcfg.space.get("batch_size")
     sizes = [int(v) for v in batch.values or []] if batch and batch.type == "choice" else []
     smallest = min(sizes or [base.batch_size])
-    per_epoch = estimate_steps_per_epoch(
+    per_epoch = steps_per_epoch(
         train_rows,
         train_tokens,
         base.num_workers,
