@@ -80,7 +80,12 @@ def _connect() -> bool:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = not os.environ.get("RAY_ADDRESS")
-    ray.init(log_to_driver=True) if started else ray.init(address=os.environ["RAY_ADDRESS"])
+    if started:
+        # "local": always a new Ray of our own. A bare ray.init() may attach to whatever
+        # `ray start` cluster runs on this machine, and we would shut down someone else's Serve.
+        ray.init(address="local")
+    else:
+        ray.init(address=os.environ["RAY_ADDRESS"])
     return started
 
 
