@@ -4,7 +4,6 @@
 CLI, ``serve build`` YAML and a KubeRay RayService all build the same app from the same args.
 """
 
-
 import asyncio
 import collections
 import logging
