@@ -134,12 +134,20 @@ def run_contender(
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
     log = open(Path(tempfile.gettempdir()) / f"bench_serve_{name}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
     url = f"http://127.0.0.1:{port}"
+    for attempt in range(3):
+        # On a heavily loaded host a local Ray can miss its fixed 30 s raylet start-up window.
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_healthy(url, proc)
+            break
+        except RuntimeError:
+            print(f"{name}: server exited during start-up (attempt {attempt + 1})", flush=True)
+            if attempt == 2:
+                raise
     try:
-        wait_healthy(url, proc)
         asyncio.run(closed_loop(url, texts, args.clients, args.warmup))
         runs = []
         for i in range(args.repeats):

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from steam_ray import storage
-from steam_ray.errors import ConfigError
+from steam_ray.errors import ConfigError, SteamRayError
 
 DEFAULT_REGISTRY = "artifacts/registry"
 DEFAULT_MODEL_NAME = "steam-sentiment"
@@ -64,7 +64,7 @@ def resolve_source(ref: str, registry_root: str | None = None) -> ModelSource:
     root = registry_root or DEFAULT_REGISTRY
     try:
         mv = Registry(root).resolve(ref)
-    except (KeyError, FileNotFoundError, ValueError) as exc:
+    except (KeyError, FileNotFoundError, ValueError, SteamRayError) as exc:
         raise ConfigError(f"cannot resolve {ref!r} in the registry at {root}: {exc}") from exc
     check_checkpoint(mv.path)
     return ModelSource(

@@ -88,6 +88,9 @@ def test_resolve_source_paths_and_refs(checkpoint: Path, tmp_path: Path) -> None
     assert src.path == str(checkpoint) and src.version is None
     with pytest.raises(ConfigError, match="checkpoint not found"):
         resolve_source(str(tmp_path / "missing" / "dir"))
+    # A registry ref with no registry behind it: a clear error either way (module or root absent).
+    with pytest.raises(ConfigError, match="'best'"):
+        resolve_source("best", str(tmp_path / "no-registry"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"no config\.json"):
         resolve_source(str(tmp_path / "empty"))
