@@ -116,8 +116,9 @@ def _export_onnx(checkpoint: str, target: Path) -> None:
         out = Path(tmp) / target.name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # The legacy (TorchScript) exporter: one self-contained file with dynamic axes,
-            # and ~5x faster to export than the dynamo path for a BERT encoder.
+            # The TorchScript exporter (deprecated in torch 2.9+, still shipped): one file with
+            # dynamic axes in seconds. The dynamo exporter (needs onnxscript) had not finished
+            # a MiniLM export after 10 min on the loaded 2-core dev machine; revisit later.
             torch.onnx.export(
                 model,
                 (ids, mask),
