@@ -34,6 +34,11 @@ registry_app = typer.Typer(
     help="The model registry: list, show, promote, path.", no_args_is_help=True
 )
 app.add_typer(registry_app, name="registry")
+serve_app = typer.Typer(
+    help="Serve a checkpoint over HTTP (Ray Serve); `serve build` writes its Serve config.",
+    invoke_without_command=True,
+)
+app.add_typer(serve_app, name="serve")
 
 T = TypeVar("T")
 
@@ -482,6 +487,125 @@ def registry_path(
     """Print the HF checkpoint dir of a version (for from_pretrained / Serve)."""
     reg = _registry(root, config, debug)
     typer.echo(_run(debug, lambda: reg.resolve(ref).path))
+
+
+CheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Checkpoint dir or URI (gs://, s3://), or a registry ref: best, NAME:VERSION."
+    ),
+]
+ServeRegistryOpt = Annotated[
+    str | None, typer.Option(help="Registry root (dir or URI) for best / NAME:VERSION refs.")
+]
+HostOpt = Annotated[str | None, typer.Option(help="HTTP host (default 127.0.0.1).")]
+PortOpt = Annotated[int | None, typer.Option(help="HTTP port (default 8000).")]
+ReplicasOpt = Annotated[
+    int | None, typer.Option(help="Fixed model replicas (sets min and max replicas).")
+]
+MinReplicasOpt = Annotated[int | None, typer.Option(help="Autoscaling: fewest model replicas.")]
+MaxReplicasOpt = Annotated[int | None, typer.Option(help="Autoscaling: most model replicas.")]
+BackendOpt = Annotated[
+    str | None, typer.Option(help="auto | torch | torch-int8 | onnx | onnx-int8")
+]
+
+
+def _serve_config(
+    config: str | None,
+    debug: bool,
+    *,
+    replicas: int | None,
+    min_replicas: int | None,
+    max_replicas: int | None,
+    **flags: Any,
+) -> Config:
+    overrides = _overrides("serve", **flags)
+    if replicas is not None and (min_replicas is not None or max_replicas is not None):
+        typer.secho("error: --replicas excludes --min/--max-replicas", fg="red", err=True)
+        raise typer.Exit(code=2)
+    scale = {"min_replicas": replicas, "max_replicas": replicas} if replicas else {}
+    scale.update(
+        {k: v for k, v in (("min_replicas", min_replicas), ("max_replicas", max_replicas)) if v}
+    )
+    if scale:
+        overrides["serve"]["autoscaling"] = scale
+    return _load(config, overrides, debug)
+
+
+@serve_app.callback()
+def serve_run(
+    ctx: typer.Context,
+    checkpoint: CheckpointOpt = None,
+    registry: ServeRegistryOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    replicas: ReplicasOpt = None,
+    min_replicas: MinReplicasOpt = None,
+    max_replicas: MaxReplicasOpt = None,
+    backend: BackendOpt = None,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Serve a checkpoint on Ray Serve; blocks until Ctrl-C / SIGTERM, then shuts down cleanly."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from steam_ray.serve.run import run_server, source_for
+
+    cfg = _serve_config(
+        config,
+        debug,
+        replicas=replicas,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        checkpoint=checkpoint,
+        registry=registry,
+        host=host,
+        port=port,
+        backend=backend,
+    )
+    source = _run(debug, lambda: source_for(cfg.serve, getattr(cfg, "registry", None)))
+    _run(debug, lambda: run_server(source, cfg.serve))
+
+
+@serve_app.command("build")
+def serve_build(
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Where to write the Serve config YAML.")
+    ],
+    checkpoint: CheckpointOpt = None,
+    registry: ServeRegistryOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    replicas: ReplicasOpt = None,
+    min_replicas: MinReplicasOpt = None,
+    max_replicas: MaxReplicasOpt = None,
+    backend: BackendOpt = None,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Write the Serve config YAML (`serve deploy`, KubeRay RayService serveConfigV2)."""
+    from steam_ray.serve.run import serve_config_yaml, source_for
+
+    cfg = _serve_config(
+        config,
+        debug,
+        replicas=replicas,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        checkpoint=checkpoint,
+        registry=registry,
+        host=host,
+        port=port,
+        backend=backend,
+    )
+    source = _run(debug, lambda: source_for(cfg.serve, getattr(cfg, "registry", None)))
+    text = serve_config_yaml(source, cfg.serve)
+    if output == "-":
+        typer.echo(text, nl=False)
+    else:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+        typer.echo(f"wrote {output}")
 
 
 @app.command("config")

@@ -295,11 +295,75 @@ class RegistryConfig(_Section):
     model_name: str = Field("steam-sentiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+Backend = Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8"]
+#: The CPU backend picked by measurement (benchmarks/bench_backends.py, RESULTS.md): the fastest
+#: whose test-split accuracy is within 0.5 point of PyTorch fp32. Both int8 backends were ~2x
+#: faster but lost 0.69 (ONNX) and 1.38 (torch) points; ONNX fp32 was not faster than torch.
+CPU_DEFAULT_BACKEND: Backend = "torch"
+
+
+class AutoscalingSection(_Section):
+    """Ray Serve ``autoscaling_config`` of the model deployment."""
+
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(1, ge=1)
+    # Ongoing requests per replica the autoscaler aims for (each may carry many reviews).
+    target_ongoing_requests: float = Field(16.0, gt=0)
+    upscale_delay_s: float = Field(10.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+    look_back_period_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSection:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class ServeConfig(_Section):
+    # Checkpoint dir/URI, ``best`` or ``NAME:VERSION`` (registry); the CLI's --checkpoint wins.
+    checkpoint: str | None = None
+    # Registry root (None: the ``registry:`` section's root when present, else artifacts/registry).
+    registry: str | None = None
+    app_name: str = "steam-ray"
+    route_prefix: str = "/"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # auto: CPU_DEFAULT_BACKEND on CPU replicas, torch (bf16/fp16) on GPU replicas.
+    backend: Backend = "auto"
+    # Where ONNX exports are cached (None: ~/.cache/steam_ray/onnx).
+    cache_dir: str | None = None
+    # Tokens per review the model sees; longer reviews are truncated.
+    max_length: int = Field(256, ge=8, le=8192)
+    # Dynamic batching (@serve.batch): requests per model batch and how long to wait for one.
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    # Inside a batch, rows are sorted by length and run in chunks of at most this many
+    # (padded) tokens, so short reviews are not padded to the longest one.
+    token_budget: int = Field(4096, ge=64)
+    max_ongoing_requests: int = Field(64, ge=1)
+    autoscaling: AutoscalingSection = Field(default_factory=AutoscalingSection)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    # torch / onnxruntime intra-op threads per replica (None: the replica's CPUs, at least 1).
+    threads: int | None = Field(None, ge=1)
+    ingress_num_cpus: float = Field(0.1, ge=0)
+    ingress_replicas: int = Field(1, ge=1)
+    ingress_max_ongoing_requests: int = Field(256, ge=1)
+    # Request limits: bad requests get a 4xx naming the limit.
+    max_reviews: int = Field(256, ge=1)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_text_bytes: int = Field(16 * 1024, ge=16)
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

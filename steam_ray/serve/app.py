@@ -1,0 +1,249 @@
+"""The Ray Serve application: a FastAPI ingress in front of an autoscaling model deployment.
+
+``build_app`` is the import path Serve configs name (``steam_ray.serve.app:build_app``): the
+CLI, ``serve build`` YAML and a KubeRay RayService all build the same app from the same args.
+"""
+
+import asyncio
+import collections
+import logging
+import time
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from steam_ray.config import ServeConfig
+from steam_ray.serve import metrics as m
+from steam_ray.serve.schema import PredictRequest, PredictResponse, RequestError, parse_reviews
+from steam_ray.serve.source import ModelSource, materialize, read_checkpoint_info
+
+log = logging.getLogger("ray.serve")
+
+MODEL_DEPLOYMENT = "SentimentModel"
+INGRESS_DEPLOYMENT = "Ingress"
+# Predictions the positive-rate gauge averages over (a drift signal, not an accuracy figure).
+RATE_WINDOW = 1000
+
+
+@serve.deployment(name=MODEL_DEPLOYMENT)
+class SentimentModel:
+    """Loads the checkpoint once; batches requests from every ingress replica."""
+
+    def __init__(self, source: dict[str, Any], config: dict[str, Any]) -> None:
+        import torch
+
+        from steam_ray.serve.backends import Predictor, weights_fingerprint
+
+        cfg = ServeConfig.model_validate(config)
+        src = ModelSource.from_dict(source)
+        local = materialize(src.path)
+        device = "cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.predictor = Predictor(
+            local,
+            backend=cfg.backend,
+            device=device,
+            threads=cfg.threads or max(1, int(cfg.num_cpus)),
+            max_length=cfg.max_length,
+            token_budget=cfg.token_budget,
+            cache_dir=cfg.cache_dir,
+        )
+        metrics, info = read_checkpoint_info(local)
+        self.version = src.version or f"sha256-{weights_fingerprint(local)[:12]}"
+        self.info = {
+            "name": src.name,
+            "version": self.version,
+            "checkpoint": src.path,
+            "ref": src.ref,
+            "backend": self.predictor.backend,
+            "device": device,
+            "threads": self.predictor.threads,
+            "max_length": cfg.max_length,
+            "metrics": src.metrics or metrics,
+            "lineage": src.lineage or {k: v for k, v in info.items() if k != "config"},
+        }
+        batched: Any = self._batched  # @serve.batch adds the setters at runtime
+        batched.set_max_batch_size(cfg.max_batch_size)
+        batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self._recent: collections.deque[int] = collections.deque(maxlen=RATE_WINDOW)
+        self._metrics = m.model_metrics()
+
+    def model_info(self) -> dict[str, Any]:
+        return self.info
+
+    async def predict(self, texts: list[str]) -> dict[str, Any]:
+        out = await self._batched(texts)
+        if isinstance(out, BaseException):
+            raise out
+        return {"version": self.version, "scores": out}
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _batched(self, requests: list[list[str]]) -> list[list[float] | BaseException]:
+        flat = [t for texts in requests for t in texts]
+        try:
+            scores = await asyncio.to_thread(self._score, flat)
+        except Exception:
+            # Isolate the failure: each request again on its own, so one bad text
+            # cannot fail the requests batched beside it.
+            log.exception("batch of %d requests failed; retrying them one by one", len(requests))
+            return [await self._alone(texts) for texts in requests]
+        out: list[list[float] | BaseException] = []
+        start = 0
+        for texts in requests:
+            out.append(scores[start : start + len(texts)])
+            start += len(texts)
+        return out
+
+    async def _alone(self, texts: list[str]) -> list[float] | BaseException:
+        try:
+            return await asyncio.to_thread(self._score, texts)
+        except Exception as exc:
+            return exc
+
+    def _score(self, texts: list[str]) -> list[float]:
+        ids = self.predictor.encode(texts)
+        scores = [float(s) for s in self.predictor.scores_from_ids(ids)]
+        self._metrics.batch_size.observe(len(texts))
+        for row in ids:
+            self._metrics.input_tokens.observe(len(row))
+        positive = sum(s >= 0.5 for s in scores)
+        for label, n in (("positive", positive), ("negative", len(scores) - positive)):
+            if n:  # Ray counters reject inc(0)
+                self._metrics.predictions.inc(n, tags={"label": label})
+        self._recent.extend(int(s >= 0.5) for s in scores)
+        self._metrics.positive_rate.set(sum(self._recent) / len(self._recent))
+        return scores
+
+
+api = FastAPI(
+    title="steam_ray sentiment",
+    description="Positive/negative sentiment of Steam reviews, served by Ray Serve.",
+    version="1",
+)
+
+
+@api.middleware("http")
+async def _count_requests(request: Request, call_next: Any) -> Response:
+    """Requests, errors and latency by route and status code (every route, 404s included)."""
+    t0 = time.perf_counter()
+    response: Response = await call_next(request)
+    route = request.scope.get("route")
+    path = getattr(route, "path", None) or "unmatched"
+    tags = {"route": path, "method": request.method, "status_code": str(response.status_code)}
+    mt = m.ingress_metrics()
+    mt.requests.inc(tags=tags)
+    if response.status_code >= 400:
+        mt.errors.inc(tags=tags)
+    mt.latency.observe((time.perf_counter() - t0) * 1000, tags={"route": path})
+    return response
+
+
+_PAGE = resources.files("steam_ray.serve").joinpath("static/index.html").read_text("utf-8")
+_PREDICT_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+}
+
+
+# Defined before the deployments: Serve serializes them when the decorators run.
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+@serve.deployment(name=INGRESS_DEPLOYMENT)
+@serve.ingress(api)
+class Ingress:
+    """HTTP: validates requests, forwards the good ones to the model deployment."""
+
+    def __init__(self, model: DeploymentHandle[Any], config: dict[str, Any]) -> None:
+        self.model = model
+        self.cfg = ServeConfig.model_validate(config)
+
+    @api.post(
+        "/predict",
+        response_model=PredictResponse,
+        openapi_extra={"requestBody": _PREDICT_BODY},
+        responses={400: {}, 413: {}, 422: {}},
+        summary="Sentiment of each review, in input order",
+    )
+    async def predict(self, request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.cfg.max_body_bytes:
+            return _error(
+                413, f"request body is {declared} bytes; the limit is {self.cfg.max_body_bytes}"
+            )
+        try:
+            reviews = parse_reviews(
+                await request.body(),
+                max_reviews=self.cfg.max_reviews,
+                max_body_bytes=self.cfg.max_body_bytes,
+                max_text_bytes=self.cfg.max_text_bytes,
+            )
+        except RequestError as exc:
+            return _error(exc.status, exc.message)
+        out = await self.model.predict.remote(reviews)
+        predictions = [
+            {"label": "positive" if s >= 0.5 else "negative", "score": s} for s in out["scores"]
+        ]
+        return JSONResponse({"predictions": predictions, "model_version": out["version"]})
+
+    @api.get("/healthz", summary="200 once the model is loaded")
+    async def healthz(self) -> Response:
+        try:
+            info = await asyncio.wait_for(self.model.model_info.remote(), timeout=5)
+        except Exception as exc:  # no model replica yet, or it is failing
+            return _error(503, f"model not ready: {type(exc).__name__}")
+        return JSONResponse({"status": "ok", "model_version": info["version"]})
+
+    @api.get("/v1/model", summary="Name, version, metrics and lineage of the served model")
+    async def model_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await self.model.model_info.remote()
+        return info
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(_PAGE)
+
+
+def deployment_options(cfg: ServeConfig) -> dict[str, dict[str, Any]]:
+    """Serve options per deployment, from the ``serve:`` config section."""
+    scale = cfg.autoscaling
+    model: dict[str, Any] = {
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+    }
+    if scale.min_replicas == scale.max_replicas:
+        model["num_replicas"] = scale.min_replicas
+    else:
+        model["autoscaling_config"] = {
+            "min_replicas": scale.min_replicas,
+            "max_replicas": scale.max_replicas,
+            "target_ongoing_requests": scale.target_ongoing_requests,
+            "upscale_delay_s": scale.upscale_delay_s,
+            "downscale_delay_s": scale.downscale_delay_s,
+            "look_back_period_s": scale.look_back_period_s,
+        }
+    ingress: dict[str, Any] = {
+        "num_replicas": cfg.ingress_replicas,
+        "max_ongoing_requests": cfg.ingress_max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": cfg.ingress_num_cpus},
+    }
+    return {MODEL_DEPLOYMENT: model, INGRESS_DEPLOYMENT: ingress}
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Serve app builder: ``args = {"source": ModelSource dict, "config": serve section}``."""
+    cfg = ServeConfig.model_validate(args.get("config") or {})
+    source = args["source"]
+    ModelSource.from_dict(source)  # fail at build time on a malformed source
+    opts = deployment_options(cfg)
+    config = cfg.model_dump(mode="json")
+    # @serve.deployment turns the classes into Deployments; mypy still sees the classes.
+    model_dep: Any = SentimentModel
+    ingress_dep: Any = Ingress
+    model = model_dep.options(**opts[MODEL_DEPLOYMENT]).bind(source, config)
+    app: serve.Application = ingress_dep.options(**opts[INGRESS_DEPLOYMENT]).bind(model, config)
+    return app

@@ -1,0 +1,242 @@
+"""Inference backends for a sentiment checkpoint: PyTorch fp32 / dynamic int8, ONNX Runtime
+fp32 / int8, and PyTorch bf16/fp16 on GPU. No Ray here: the Serve replica, the benchmarks and
+the plain FastAPI baseline all use the same ``Predictor``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from steam_ray.config import CPU_DEFAULT_BACKEND, Backend
+from steam_ray.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BACKENDS: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
+WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
+
+
+class _Runner(Protocol):
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
+
+
+def resolve_backend(backend: Backend, device: str) -> str:
+    if backend != "auto":
+        if device == "cuda" and backend != "torch":
+            raise ConfigError(f"backend {backend!r} is CPU-only; use torch on GPU replicas")
+        return backend
+    return "torch" if device == "cuda" else CPU_DEFAULT_BACKEND
+
+
+def weights_fingerprint(checkpoint: str) -> str:
+    """sha256 of the weight file: names ONNX exports and, with no registry, the model version."""
+    for name in WEIGHT_FILES:
+        path = Path(checkpoint) / name
+        if path.is_file():
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            return digest.hexdigest()
+    raise ConfigError(f"{checkpoint}: no model weights ({' or '.join(WEIGHT_FILES)})")
+
+
+def _softmax_positive(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e[:, 1] / e.sum(axis=1)
+    return out
+
+
+def _torch_runner(checkpoint: str, backend: str, device: str) -> _Runner:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    dtype = None
+    if device == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        model = model.to(device="cuda", dtype=dtype)
+    elif backend == "torch-int8":
+        with warnings.catch_warnings():
+            # torch.ao dynamic quantization is deprecated in favour of torchao (not installed
+            # here); it still works and is the stock int8 path for Linear layers on CPU.
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            t_ids = torch.from_numpy(ids).to(model.device)
+            t_mask = torch.from_numpy(mask).to(model.device)
+            logits = model(input_ids=t_ids, attention_mask=t_mask).logits
+            out: np.ndarray = logits.float().cpu().numpy()
+            return out
+
+    return run
+
+
+def onnx_path(checkpoint: str, int8: bool, cache_dir: str | None) -> Path:
+    """Export (once per weights and node, cached) and return the ONNX model for a checkpoint."""
+    root = Path(cache_dir or Path.home() / ".cache" / "steam_ray" / "onnx")
+    folder = root / weights_fingerprint(checkpoint)[:16]
+    fp32, q8 = folder / "model.onnx", folder / "model.int8.onnx"
+    if not fp32.is_file():
+        _export_onnx(checkpoint, fp32)
+    if int8 and not q8.is_file():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            out = Path(tmp) / q8.name
+            quantize_dynamic(fp32, out, weight_type=QuantType.QInt8)
+            os.replace(out, q8)  # atomic: replicas on one node may race on the cache
+    return q8 if int8 else fp32
+
+
+def _export_onnx(checkpoint: str, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    ids = torch.ones((2, 16), dtype=torch.long)
+    mask = torch.ones((2, 16), dtype=torch.long)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # The TorchScript exporter (deprecated in torch 2.9+, still shipped): one file with
+            # dynamic axes in seconds. The dynamo exporter (needs onnxscript) had not finished
+            # a MiniLM export after 10 min on the loaded 2-core dev machine; revisit later.
+            torch.onnx.export(
+                model,
+                (ids, mask),
+                str(out),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "seq"},
+                    "attention_mask": {0: "batch", 1: "seq"},
+                    "logits": {0: "batch"},
+                },
+                opset_version=17,
+                dynamo=False,
+                external_data=False,
+            )
+        os.replace(out, target)
+
+
+def _onnx_runner(path: Path, threads: int) -> _Runner:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out: np.ndarray = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+    return run
+
+
+@dataclass
+class Prediction:
+    label: str
+    score: float  # P(positive)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "score": self.score}
+
+
+class Predictor:
+    """A loaded checkpoint: texts in, P(positive) out, in input order.
+
+    Rows are tokenized without padding, sorted by length and run in chunks of at most
+    ``token_budget`` padded tokens, so one long review does not pad a batch of short ones.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str,
+        *,
+        backend: Backend = "auto",
+        device: str = "cpu",
+        threads: int | None = None,
+        max_length: int = 256,
+        token_budget: int = 4096,
+        cache_dir: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoTokenizer
+
+        self.threads = threads or max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 1))
+        torch.set_num_threads(self.threads)
+        self.device = device
+        self.backend = resolve_backend(backend, device)
+        self.max_length = max_length
+        self.token_budget = token_budget
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        if self.backend.startswith("onnx"):
+            path = onnx_path(checkpoint, self.backend == "onnx-int8", cache_dir)
+            self._run: _Runner = _onnx_runner(path, self.threads)
+        else:
+            self._run = _torch_runner(checkpoint, self.backend, device)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        ids: list[list[int]] = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length
+        )["input_ids"]
+        return ids
+
+    def chunks(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Row indices sorted by length, cut so each chunk's padded size fits the budget."""
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        out: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            # Sorted ascending, so the chunk's padded width is this row's length.
+            if current and (len(current) + 1) * lengths[i] > self.token_budget:
+                out.append(current)
+                current = []
+            current.append(i)
+        if current:
+            out.append(current)
+        return out
+
+    def scores_from_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        scores = np.empty(len(ids), dtype=np.float64)
+        lengths = [len(x) for x in ids]
+        for chunk in self.chunks(lengths):
+            width = max(lengths[i] for i in chunk)
+            batch = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, i in enumerate(chunk):
+                batch[row, : lengths[i]] = ids[i]
+                mask[row, : lengths[i]] = 1
+            scores[chunk] = _softmax_positive(self._run(batch, mask).astype(np.float64))
+        return scores
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.empty(0, dtype=np.float64)
+        return self.scores_from_ids(self.encode(texts))
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        return [
+            Prediction("positive" if s >= 0.5 else "negative", float(s)) for s in self.scores(texts)
+        ]

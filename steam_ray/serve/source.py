@@ -1,0 +1,116 @@
+"""Which checkpoint to serve: a path/URI as is, or ``best`` / ``NAME:VERSION`` from the registry.
+
+Resolution happens once, where the app is built (``steam-ray serve``, ``serve build``), so every
+replica of one deployment loads the same files; replicas copy a remote checkpoint to local disk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from steam_ray import storage
+from steam_ray.errors import ConfigError, SteamRayError
+
+DEFAULT_REGISTRY = "artifacts/registry"
+DEFAULT_MODEL_NAME = "steam-sentiment"
+REQUIRED_FILES: tuple[str, ...] = ("config.json",)
+# "best", "NAME", "NAME:best", "NAME:VERSION" — no slashes, so never confused with a path.
+_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved checkpoint: where its files are and what to call it."""
+
+    path: str
+    ref: str
+    name: str = DEFAULT_MODEL_NAME
+    # None: not from the registry; replicas then name it by its weights hash.
+    version: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSource:
+        return cls(**data)
+
+
+def resolve_source(ref: str, registry_root: str | None = None) -> ModelSource:
+    """An existing path/URI is used as is; otherwise ``ref`` goes through the registry."""
+    if storage.exists(ref):
+        path = ref if storage.is_uri(ref) else str(Path(ref).expanduser().resolve())
+        check_checkpoint(path)
+        return ModelSource(path=path, ref=ref)
+    if not _REF.match(ref):
+        raise ConfigError(f"checkpoint not found: {ref}")
+    try:
+        from steam_ray.registry import Registry  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise ConfigError(
+            f"checkpoint {ref!r} is not an existing path, and registry refs (best, NAME:VERSION) "
+            "need steam_ray.registry, which this install lacks; pass a checkpoint directory"
+        ) from None
+    root = registry_root or DEFAULT_REGISTRY
+    try:
+        mv = Registry(root).resolve(ref)
+    except (KeyError, FileNotFoundError, ValueError, SteamRayError) as exc:
+        raise ConfigError(f"cannot resolve {ref!r} in the registry at {root}: {exc}") from exc
+    check_checkpoint(mv.path)
+    return ModelSource(
+        path=mv.path,
+        ref=ref,
+        name=mv.name,
+        version=str(mv.version),
+        metrics=dict(mv.metrics),
+        lineage=dict(mv.lineage),
+    )
+
+
+def check_checkpoint(path: str) -> None:
+    if not storage.is_dir(path):
+        raise ConfigError(f"checkpoint {path} is not a directory (a save_pretrained checkpoint)")
+    for name in REQUIRED_FILES:
+        if not storage.exists(storage.join(path, name)):
+            raise ConfigError(f"checkpoint {path} has no {name}: not a save_pretrained directory")
+
+
+def materialize(path: str, cache_dir: str | None = None) -> str:
+    """A local directory holding the checkpoint (remote URIs are copied once per node)."""
+    if not storage.is_uri(path):
+        return path
+    root = Path(cache_dir or Path.home() / ".cache" / "steam_ray" / "checkpoints")
+    target = root / re.sub(r"[^A-Za-z0-9._-]", "_", path)
+    if (target / "config.json").is_file():
+        return str(target)
+    root.mkdir(parents=True, exist_ok=True)
+    src_fs, src = storage.resolve(path)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        pafs.copy_files(src, tmp, source_filesystem=src_fs)
+        if not target.exists():
+            shutil.move(tmp, target)
+            Path(tmp).mkdir()  # TemporaryDirectory cleans up the (now empty) name
+    return str(target)
+
+
+def read_checkpoint_info(local: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, steam_ray info) written by training; empty dicts for a plain HF directory."""
+    out: list[dict[str, Any]] = []
+    for name in ("metrics.json", "steam_ray.json"):
+        file = Path(local) / name
+        try:
+            data = json.loads(file.read_text()) if file.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            data = {}
+        out.append(data if isinstance(data, dict) else {})
+    return out[0], out[1]

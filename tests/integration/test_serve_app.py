@@ -1,0 +1,379 @@
+"""The Serve app on the shared 2-node Ray cluster, over real HTTP on a free port.
+
+One Serve instance for the module (Serve's HTTP options are fixed by the first ``serve.start``
+in a cluster); the rolling update runs last because it swaps the model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from serve_fixtures import free_port, make_checkpoint, post
+
+from steam_ray.config import ServeConfig
+from steam_ray.serve.backends import Predictor
+from steam_ray.serve.run import app_args, deploy, serve_config_yaml
+from steam_ray.serve.source import resolve_source
+
+pytestmark = pytest.mark.integration
+
+APP = "steam-ray-test"
+REVIEWS = [
+    "Best co-op game I have played in years, the story had me hooked for 60 hours.",
+    "Crashes every ten minutes. Refunded.",
+    "meh",
+    "The graphics are beautiful but the controls are clunky and the servers are always down " * 4,
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> list[Path]:
+    root = tmp_path_factory.mktemp("serve-ckpt")
+    return [make_checkpoint(root / f"v{i}", minilm_path, seed=i) for i in (1, 2)]
+
+
+def _cfg(port: int, tmp: Path, **kw: Any) -> ServeConfig:
+    base: dict[str, Any] = {
+        "app_name": APP,
+        "host": "127.0.0.1",
+        "port": port,
+        "backend": "auto",  # the measured CPU default
+        "cache_dir": str(tmp / "onnx"),
+        "num_cpus": 0.5,
+        "threads": 1,
+        "max_batch_size": 16,
+        "batch_wait_timeout_s": 0.05,
+        "max_reviews": 8,
+        "max_text_bytes": 2048,
+        "max_body_bytes": 8192,
+        "autoscaling": {
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 2,
+            "upscale_delay_s": 1,
+            "downscale_delay_s": 5,
+            "look_back_period_s": 11,
+        },
+    }
+    base.update(kw)
+    return ServeConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def served(
+    ray_cluster: Any, checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    from ray import serve
+
+    cfg = _cfg(free_port(), tmp_path_factory.mktemp("serve-cache"))
+    source = resolve_source(str(checkpoints[0]))
+    deploy(yaml.safe_load(serve_config_yaml(source, cfg)), wait_s=300)
+    url = f"http://127.0.0.1:{cfg.port}"
+    yield {"url": url, "cfg": cfg, "source": source}
+    serve.shutdown()
+
+
+def test_predict_contract_in_input_order(served: Any, checkpoints: list[Path]) -> None:
+    url = served["url"]
+    r = post(f"{url}/predict", {"reviews": REVIEWS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"predictions", "model_version"}
+    preds = body["predictions"]
+    assert len(preds) == len(REVIEWS)
+    # The same scores as the model run locally, in input order. (Rows are length-sorted
+    # inside a batch, so a permutation of the request gives the same scores, permuted.)
+    info = httpx.get(f"{url}/v1/model", timeout=30).json()
+    local = Predictor(
+        str(checkpoints[0]), backend=info["backend"], threads=1, cache_dir=served["cfg"].cache_dir
+    )
+    expected = [float(s) for s in local.scores(REVIEWS)]
+    assert [p["score"] for p in preds] == pytest.approx(expected, abs=1e-5)
+    rev = post(f"{url}/predict", {"reviews": REVIEWS[::-1]}).json()["predictions"]
+    assert [p["score"] for p in rev] == pytest.approx(expected[::-1], abs=1e-5)
+    for p in preds:
+        assert p["label"] == ("positive" if p["score"] >= 0.5 else "negative")
+        assert 0.0 <= p["score"] <= 1.0
+    assert {p["label"] for p in preds} == {"positive", "negative"}, "head should separate"
+    assert body["model_version"] == info["version"]
+
+
+def test_healthz_model_info_and_docs(served: Any) -> None:
+    url = served["url"]
+    h = httpx.get(f"{url}/healthz", timeout=30)
+    assert h.status_code == 200 and h.json()["status"] == "ok"
+    info = httpx.get(f"{url}/v1/model", timeout=30).json()
+    assert info["name"] == "steam-sentiment"
+    assert re.fullmatch(r"sha256-[0-9a-f]{12}", info["version"])
+    assert info["metrics"]["accuracy"] == pytest.approx(0.51)
+    assert info["lineage"]["seed"] == 1
+    assert info["backend"] in ("torch", "torch-int8", "onnx", "onnx-int8")
+    docs = httpx.get(f"{url}/docs", timeout=30)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    spec = httpx.get(f"{url}/openapi.json", timeout=30).json()
+    schema = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert "reviews" in schema["schema"]["properties"]
+
+
+BAD: list[tuple[str, bytes, int, str]] = [
+    ("invalid json", b'{"reviews": ["a",', 400, "invalid JSON"),
+    ("empty body", b"", 400, "empty body"),
+    ("not utf-8", b'{"reviews": ["\xff\xfe"]}', 400, "UTF-8"),
+    ("not an object", b'["great game"]', 422, "JSON object"),
+    ("missing reviews", b'{"review": ["great"]}', 422, 'missing field "reviews"'),
+    ("reviews not a list", b'{"reviews": "great game"}', 422, "must be a list"),
+    ("empty list", b'{"reviews": []}', 422, "is empty"),
+    ("empty text", b'{"reviews": ["ok", "   "]}', 422, "reviews[1] is empty"),
+    ("non-string item", b'{"reviews": ["ok", 3]}', 422, "reviews[1] must be a string"),
+    ("null item", b'{"reviews": [null]}', 422, "reviews[0] must be a string"),
+    ("lone surrogate", b'{"reviews": ["\\ud800 game"]}', 422, "lone surrogate"),
+    ("too many items", json.dumps({"reviews": ["ok"] * 9}).encode(), 413, "at most 8"),
+    ("text over byte limit", json.dumps({"reviews": ["x" * 3000]}).encode(), 413, "reviews[0]"),
+    ("body over limit", json.dumps({"reviews": ["y" * 2000] * 5}).encode(), 413, "body"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_4xx_with_message(
+    served: Any, case: str, body: bytes, status: int, message: str
+) -> None:
+    url = served["url"]
+    r = post(f"{url}/predict", content=body)
+    assert r.status_code == status, (case, r.status_code, r.text)
+    assert message in r.json()["detail"]
+    assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+    assert post(f"{url}/predict", {"reviews": ["still fine"]}).status_code == 200
+
+
+def test_wrong_method_and_route_are_4xx(served: Any) -> None:
+    url = served["url"]
+    assert httpx.get(f"{url}/predict", timeout=30).status_code == 405
+    assert httpx.post(f"{url}/nope", json={}, timeout=30).status_code == 404
+
+
+def test_bad_requests_do_not_affect_their_batch_neighbours(served: Any) -> None:
+    url = served["url"]
+    good = post(f"{url}/predict", {"reviews": REVIEWS[:2]}).json()["predictions"]
+    bodies = [(b'{"reviews": ["\\ud800"]}', False), (b'{"reviews": [1]}', False)] * 8
+    bodies += [(json.dumps({"reviews": REVIEWS[:2]}).encode(), True)] * 16
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        results = list(pool.map(lambda b: post(f"{url}/predict", content=b[0]), bodies))
+    for (_, ok), r in zip(bodies, results, strict=True):
+        if ok:
+            assert r.status_code == 200, r.text
+            scores = [p["score"] for p in r.json()["predictions"]]
+            assert scores == pytest.approx([p["score"] for p in good], abs=1e-4)
+        else:
+            assert r.status_code == 422, r.text
+
+
+def test_model_batch_isolates_a_failing_request(served: Any) -> None:
+    """Past the ingress: a request the tokenizer rejects, batched with good ones, fails alone."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("SentimentModel", app_name=APP)
+    calls = [handle.predict.remote([REVIEWS[0]]) for _ in range(6)]
+    calls.insert(3, handle.predict.remote([None]))  # not a string: the tokenizer raises
+    outcomes = []
+    for call in calls:
+        try:
+            outcomes.append(call.result(timeout_s=120)["scores"])
+        except Exception as exc:
+            outcomes.append(exc)
+    assert isinstance(outcomes[3], Exception)
+    good = [o for i, o in enumerate(outcomes) if i != 3]
+    assert all(isinstance(o, list) and len(o) == 1 for o in good), outcomes
+    assert len({round(o[0], 5) for o in good}) == 1  # type: ignore[index]
+
+
+def test_try_it_page_in_a_browser(served: Any) -> None:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip(
+            "chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url = served["url"]
+    page = httpx.get(f"{url}/", timeout=30).text
+    assert "<script src=" not in page and "cdn" not in page.lower()  # works offline
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(driver), options=opts)
+    try:
+        browser.get(f"{url}/")
+        wait = WebDriverWait(browser, 60)
+        version = httpx.get(f"{url}/v1/model", timeout=30).json()["version"]
+        wait.until(ec.text_to_be_present_in_element((By.ID, "model-version"), version))
+        browser.find_element(By.ID, "reviews").send_keys(f"{REVIEWS[0]}\n{REVIEWS[1]}")
+        browser.find_element(By.ID, "submit").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#results .result")) == 2)
+        rows = browser.find_elements(By.CSS_SELECTOR, "#results .result")
+        expected = post(f"{url}/predict", {"reviews": REVIEWS[:2]}).json()["predictions"]
+        for row, exp in zip(rows, expected, strict=True):
+            assert row.find_element(By.CSS_SELECTOR, ".label").text.lower() == exp["label"]
+            shown = float(row.find_element(By.CSS_SELECTOR, ".score").text)
+            assert shown == pytest.approx(exp["score"], abs=1e-3)
+            width = row.find_element(By.CSS_SELECTOR, ".fill").get_attribute("style")
+            assert f"{100 * exp['score']:.1f}%" in (width or "")
+    finally:
+        browser.quit()
+
+
+def _scrape(ray_cluster: Any) -> str:
+    import ray
+
+    texts = []
+    for node in ray.nodes():
+        if node["Alive"] and node.get("MetricsExportPort"):
+            addr = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            try:
+                texts.append(httpx.get(addr, timeout=10).text)
+            except httpx.HTTPError:
+                continue
+    return "\n".join(texts)
+
+
+def _histogram_count_and_sum(text: str, name: str) -> tuple[float, float]:
+    count = total = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_count"):
+            count += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+    return count, total
+
+
+def test_metrics_on_rays_endpoint_and_batching_observed(served: Any, ray_cluster: Any) -> None:
+    url = served["url"]
+    with ThreadPoolExecutor(24) as pool:
+        codes = list(
+            pool.map(lambda i: post(f"{url}/predict", {"reviews": [REVIEWS[i % 4]]}), range(96))
+        )
+    assert all(r.status_code == 200 for r in codes)
+    post(f"{url}/predict", {"reviews": []})  # one error for the error counter
+    wanted = [
+        "ray_steam_ray_http_requests_total",
+        "ray_steam_ray_http_errors_total",
+        "ray_steam_ray_http_latency_ms_bucket",
+        "ray_steam_ray_batch_size_bucket",
+        "ray_steam_ray_input_tokens_bucket",
+        "ray_steam_ray_predictions_total",
+        "ray_steam_ray_predicted_positive_rate",
+    ]
+    deadline = time.monotonic() + 90
+    while True:
+        text = _scrape(ray_cluster)
+        missing = [w for w in wanted if w not in text]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert not missing, f"not exported: {missing}"
+    assert re.search(r'ray_steam_ray_http_errors_total\{[^}]*status_code="422"', text)
+    assert re.search(r'ray_steam_ray_http_requests_total\{[^}]*status_code="200"', text)
+    # Batching: 96 single-review requests from 24 clients ran in fewer model batches.
+    count, total = _histogram_count_and_sum(text, "ray_steam_ray_batch_size")
+    assert count > 0 and total / count > 1.0, (count, total)
+
+
+def _replicas(name: str = "SentimentModel") -> int:
+    from ray import serve
+
+    app = serve.status().applications[APP]
+    counts = app.deployments[name].replica_states
+    return int(counts.get("RUNNING", 0))
+
+
+def test_autoscales_up_under_burst_and_back_down(served: Any) -> None:
+    url = served["url"]
+    assert _replicas() == 1
+    stop = threading.Event()
+    errors: list[int] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            r = post(f"{url}/predict", {"reviews": [REVIEWS[3]] * 4})
+            if r.status_code != 200:
+                errors.append(r.status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(12)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 120
+        while _replicas() < 2 and time.monotonic() < deadline:
+            time.sleep(1)
+        peak = _replicas()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert peak == 2, "did not scale to max_replicas under the burst"
+    deadline = time.monotonic() + 120
+    while _replicas() > 1 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert _replicas() == 1, "did not scale back to min_replicas after the burst"
+    assert not errors
+
+
+def test_rolling_update_to_a_new_checkpoint_has_no_failed_requests(
+    served: Any, checkpoints: list[Path]
+) -> None:
+    url, cfg = served["url"], served["cfg"]
+    old = httpx.get(f"{url}/v1/model", timeout=30).json()["version"]
+    stop = threading.Event()
+    seen: list[str] = []
+    failures: list[str] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                r = post(f"{url}/predict", {"reviews": [REVIEWS[0]]})
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+                continue
+            if r.status_code == 200:
+                seen.append(r.json()["model_version"])
+            else:
+                failures.append(f"{r.status_code} {r.text}")
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        new_source = resolve_source(str(checkpoints[1]))
+        # The same path a RayService takes: the YAML `serve build` writes, deployed.
+        deploy(yaml.safe_load(serve_config_yaml(new_source, cfg)), wait_s=300)
+        deadline = time.monotonic() + 60
+        while (not seen or seen[-1] == old) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    new = httpx.get(f"{url}/v1/model", timeout=30).json()["version"]
+    assert new != old
+    assert old in seen and new in seen
+    assert failures == []
+    # Old replicas are gone at the end: the last answers all come from the new version.
+    assert seen[-3:] == [new] * 3
+    assert app_args(new_source, cfg)["source"]["path"] == str(checkpoints[1])

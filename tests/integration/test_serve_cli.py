@@ -1,0 +1,122 @@
+"""`steam-ray serve` as a real process: serves, stops cleanly on a signal, leaves no Ray
+process behind; `steam-ray serve build` writes a deterministic, valid Serve config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+from serve_fixtures import free_port, make_checkpoint, post
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env["PYTHONPATH"] = str(REPO)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "steam_ray.cli", *args]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("cli-ckpt") / "ckpt", minilm_path, seed=3)
+
+
+def test_serve_build_is_deterministic_and_valid(checkpoint: Path, tmp_path: Path) -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    outs = []
+    for name in ("a.yaml", "b.yaml"):
+        out = tmp_path / name
+        args = ["serve", "build", "--checkpoint", str(checkpoint), "-o", str(out)]
+        args += ["--min-replicas", "1", "--max-replicas", "3", "--port", "8123"]
+        proc = subprocess.run(_cli(*args), env=_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    config = yaml.safe_load(outs[0])
+    ServeDeploySchema.model_validate(config)
+    app = config["applications"][0]
+    assert app["import_path"] == "steam_ray.serve.app:build_app"
+    assert app["args"]["source"]["path"] == str(checkpoint)
+    assert config["http_options"]["port"] == 8123
+    model = next(d for d in app["deployments"] if d["name"] == "SentimentModel")
+    assert model["autoscaling_config"]["min_replicas"] == 1
+    assert model["autoscaling_config"]["max_replicas"] == 3
+
+
+def test_serve_build_rejects_a_missing_checkpoint(tmp_path: Path) -> None:
+    args = ["serve", "build", "--checkpoint", str(tmp_path / "nope"), "-o", str(tmp_path / "x")]
+    proc = subprocess.run(_cli(*args), env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def _alive(procs: list[psutil.Process]) -> list[str]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {p.name()}")
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_process_stops_cleanly_on_signal(checkpoint: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    args = ["serve", "--checkpoint", str(checkpoint), "--port", str(port), "--backend", "torch"]
+    proc = subprocess.Popen(
+        _cli(*args),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve did not become healthy"
+            time.sleep(2)
+        r = post(f"http://127.0.0.1:{port}/predict", {"reviews": ["great game"]})
+        assert r.status_code == 200
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert any("raylet" in p.name() or "gcs_server" in p.name() for p in started)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    assert "serve stopped" in out
+    deadline = time.monotonic() + 30
+    while _alive(started) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert _alive(started) == [], "Ray processes left behind"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)

@@ -1,0 +1,105 @@
+"""Serve pieces that need no Ray: request validation, length-sorted chunking, checkpoint refs,
+the serve: config section, and the backends agreeing with each other on a real checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from serve_fixtures import make_checkpoint
+
+from steam_ray.config import ServeConfig, load_config
+from steam_ray.errors import ConfigError
+from steam_ray.serve.backends import Predictor
+from steam_ray.serve.schema import RequestError, parse_reviews
+from steam_ray.serve.source import resolve_source
+
+LIMITS = {"max_reviews": 4, "max_body_bytes": 2048, "max_text_bytes": 64}
+
+
+def test_parse_reviews_accepts_valid_body() -> None:
+    body = json.dumps({"reviews": ["good", "très bien ♥♥♥"]}).encode()
+    assert parse_reviews(body, **LIMITS) == ["good", "très bien ♥♥♥"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b"{", 400, "invalid JSON"),
+        (b"  ", 400, "empty body"),
+        (b"\xff", 400, "UTF-8"),
+        (b"3", 422, "JSON object"),
+        (b'{"x": 1}', 422, 'missing field "reviews"'),
+        (b'{"reviews": ["a"], "x": 1}', 422, "unknown field"),
+        (b'{"reviews": {"a": 1}}', 422, "got an object"),
+        (b'{"reviews": []}', 422, "is empty"),
+        (b'{"reviews": ["a", ""]}', 422, "reviews[1] is empty"),
+        (b'{"reviews": [true]}', 422, "got a boolean"),
+        (b'{"reviews": ["\\udfff"]}', 422, "lone surrogate"),
+        (b'{"reviews": ["a","b","c","d","e"]}', 413, "at most 4"),
+        (json.dumps({"reviews": ["x" * 65]}).encode(), 413, "limit is 64"),
+        (json.dumps({"reviews": ["x" * 60] * 40}).encode(), 413, "body"),
+    ],
+)
+def test_parse_reviews_rejects_with_a_message(body: bytes, status: int, needle: str) -> None:
+    with pytest.raises(RequestError) as exc:
+        parse_reviews(body, **LIMITS)
+    assert exc.value.status == status
+    assert needle in exc.value.message
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("unit-ckpt") / "c", minilm_path, seed=5)
+
+
+def test_chunks_sort_by_length_within_the_token_budget(checkpoint: Path) -> None:
+    pred = Predictor(str(checkpoint), backend="torch", threads=1, token_budget=100)
+    lengths = [50, 3, 40, 4, 5, 30]
+    chunks = pred.chunks(lengths)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))
+    flat = [lengths[i] for c in chunks for i in c]
+    assert flat == sorted(lengths)
+    for c in chunks:
+        assert len(c) * max(lengths[i] for i in c) <= 100 or len(c) == 1
+
+
+def test_backends_agree_and_sorting_keeps_input_order(checkpoint: Path, tmp_path: Path) -> None:
+    texts = ["great fun", "a broken buggy mess that crashed " * 10, "ok", "love it " * 30]
+    ref = Predictor(str(checkpoint), backend="torch", threads=1, token_budget=64)
+    alone = [float(ref.scores([t])[0]) for t in texts]
+    assert list(ref.scores(texts)) == pytest.approx(alone, abs=1e-5)
+    onnx = Predictor(str(checkpoint), backend="onnx", threads=1, cache_dir=str(tmp_path))
+    assert list(onnx.scores(texts)) == pytest.approx(alone, abs=1e-4)
+    for backend in ("torch-int8", "onnx-int8"):
+        q = Predictor(str(checkpoint), backend=backend, threads=1, cache_dir=str(tmp_path))
+        got = list(q.scores(texts))
+        # Quantised (and this test head's weights are scaled up): same side of 0.5 where the
+        # fp32 score is clear of it, all in [0, 1].
+        assert all(0.0 <= s <= 1.0 for s in got)
+        assert all(
+            (g >= 0.5) == (a >= 0.5) for g, a in zip(got, alone, strict=True) if abs(a - 0.5) > 0.2
+        )
+
+
+def test_resolve_source_paths_and_refs(checkpoint: Path, tmp_path: Path) -> None:
+    src = resolve_source(str(checkpoint))
+    assert src.path == str(checkpoint) and src.version is None
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        resolve_source(str(tmp_path / "missing" / "dir"))
+    # A registry ref with no registry behind it: a clear error either way (module or root absent).
+    with pytest.raises(ConfigError, match="'best'"):
+        resolve_source("best", str(tmp_path / "no-registry"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"no config\.json"):
+        resolve_source(str(tmp_path / "empty"))
+
+
+def test_serve_config_section() -> None:
+    cfg = load_config(None, {"serve": {"autoscaling": {"min_replicas": 1, "max_replicas": 3}}})
+    assert cfg.serve.autoscaling.max_replicas == 3
+    with pytest.raises(ValueError, match="min_replicas"):
+        ServeConfig(autoscaling={"min_replicas": 3, "max_replicas": 1})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Extra inputs"):
+        ServeConfig(replicas=2)  # type: ignore[call-arg]
