@@ -16,6 +16,7 @@ from steam_ray.config import TrainConfig, resolve_model
 from steam_ray.data.manifest import Manifest, read_manifest, split_dir, tokenizer_fingerprint
 from steam_ray.errors import ConfigError, DataError
 from steam_ray.train.checkpoint import git_sha, now_iso, package_version
+from steam_ray.train.data import read_eval_split, read_train_split
 from steam_ray.train.loop import ATTEMPTS_FILE, train_loop_per_worker
 from steam_ray.train.metrics import METRIC_NAMES, json_safe
 
@@ -74,7 +75,6 @@ def _storage_path(output: str) -> str:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune with Ray Train; returns (and writes to OUTPUT/result.json) the run record."""
     import ray
-    import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -104,8 +104,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # Only the columns training needs: text/group stay on disk.
     columns = ["input_ids", "label"]
     datasets: dict[str, Any] = {
-        split: ray.data.read_parquet(split_dir(cfg.data, split), columns=columns)
-        for split in REQUIRED_SPLITS
+        "train": read_train_split(split_dir(cfg.data, "train"), columns, cfg.seed),
+        "val": read_eval_split(
+            split_dir(cfg.data, "val"),
+            columns,
+            cfg.seed,
+            rows=manifest.splits["val"].rows,
+            cap=cfg.max_eval_rows,
+        ),
     }
     trainer = TorchTrainer(
         train_loop_per_worker,
