@@ -13,8 +13,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from steam_ray.config import Config, load_config
+from steam_ray.config import Config, DataConfig, load_config
 from steam_ray.errors import SteamRayError
+
+# The help text quotes the config's default, so the two cannot drift apart.
+_CSV_CHUNK_MB = DataConfig.model_fields["csv_chunk_bytes"].default / (1024 * 1024)
 
 app = typer.Typer(
     name="steam-ray",
@@ -86,7 +89,8 @@ def data_prepare(
         int | None, typer.Option(help="Tokenizer actors (default: one per cluster CPU).")
     ] = None,
     csv_chunk_mb: Annotated[
-        float | None, typer.Option(help="Target MB per CSV read task (default 64).")
+        float | None,
+        typer.Option(help=f"Target MB per CSV read task (default {_CSV_CHUNK_MB:g})."),
     ] = None,
     keep_rejected: Annotated[
         bool | None,
