@@ -3,8 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU machines get the CPU build of torch pinned: an unpinned torch pulls GBs of CUDA wheels.
+# CPU machines get the CPU build of torch pinned: PyPI's Linux torch is the CUDA build (GBs of
+# nvidia-* wheels). PyTorch's CPU-only index is used where it answers within
+# TORCH_PROBE_TIMEOUT seconds; elsewhere the configured index / find-links (tools/torch_cpu_args.py).
 TORCH_CPU_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PROBE_TIMEOUT ?= 5
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 QUICKSTART_DIR ?= artifacts/quickstart
 STAMP := $(VENV)/.steam_ray-installed
@@ -19,14 +23,15 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 install: $(STAMP)
 
 # Re-runs only when the package metadata changes, so `make test` is quick on a warm tree.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile tools/torch_cpu_args.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 ifeq ($(HAS_GPU),1)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 else
-	$(BIN)/python -m pip install -q 'torch==$(TORCH_CPU_VERSION)'
-	$(BIN)/python -m pip install -q -e '.[dev]' 'torch==$(TORCH_CPU_VERSION)'
+	torch_args="$$($(BIN)/python tools/torch_cpu_args.py $(TORCH_CPU_VERSION) $(TORCH_CPU_INDEX) $(TORCH_PROBE_TIMEOUT))" && \
+	$(BIN)/python -m pip install -q $$torch_args && \
+	$(BIN)/python -m pip install -q -e '.[dev]' $$torch_args
 endif
 	touch $(STAMP)
 

@@ -108,7 +108,7 @@ def baseline(
             return encoder.encode(texts)[0]
 
     mask = re.compile(r"♥(?:\s*♥)*")
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     writers: dict[str, pq.ParquetWriter] = {}
     schema = pa.schema(
         [
@@ -129,9 +129,9 @@ def baseline(
         group = chunk["app_id"].str.strip()
         ok = (text != "") & (text.str.lower() != "early access review") & score.isin(["1", "-1"])
         keep = []
-        for i, (g, t, o) in enumerate(zip(group, text, ok, strict=True)):
-            if o and (g, t) not in seen:
-                seen.add((g, t))
+        for i, (g, t, s, o) in enumerate(zip(group, text, score, ok, strict=True)):
+            if o and (g, t, s) not in seen:
+                seen.add((g, t, s))
                 keep.append(i)
         text, score, group = text.iloc[keep], score.iloc[keep], group.iloc[keep]
         texts = text.tolist()
@@ -188,7 +188,9 @@ def run_one(
 
         with PeakRss() as mem:
             # Ray's start-up (a few seconds) is not timed: on a cluster it is already running.
-            ray.init(include_dashboard=False)
+            # address="local": a fresh cluster of its own, never another user's running one
+            # (its memory would not be in this process tree).
+            ray.init(address="local", include_dashboard=False)
             cfg = DataConfig(
                 source="steam",
                 input=csv_path,

@@ -14,8 +14,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from steam_ray.config import Config, load_config
+from steam_ray.config import Config, DataConfig, load_config
 from steam_ray.errors import SteamRayError
+
+# The help text quotes the config's default, so the two cannot drift apart.
+_CSV_CHUNK_MB = DataConfig.model_fields["csv_chunk_bytes"].default / (1024 * 1024)
 
 app = typer.Typer(
     name="steam-ray",
@@ -148,7 +151,8 @@ def data_prepare(
         int | None, typer.Option(help="Tokenizer actors (default: one per cluster CPU).")
     ] = None,
     csv_chunk_mb: Annotated[
-        float | None, typer.Option(help="Target MB per CSV read task (default 64).")
+        float | None,
+        typer.Option(help=f"Target MB per CSV read task (default {_CSV_CHUNK_MB:g})."),
     ] = None,
     keep_rejected: Annotated[
         bool | None,
@@ -584,7 +588,7 @@ def serve_build(
     debug: DebugOpt = False,
 ) -> None:
     """Write the Serve config YAML (`serve deploy`, KubeRay RayService serveConfigV2)."""
-    from steam_ray.serve.run import serve_config_yaml, source_for
+    from steam_ray.serve.run import serve_config_yaml, unresolved_source
 
     cfg = _serve_config(
         config,
@@ -598,7 +602,7 @@ def serve_build(
         port=port,
         backend=backend,
     )
-    source = _run(debug, lambda: source_for(cfg.serve, getattr(cfg, "registry", None)))
+    source = _run(debug, lambda: unresolved_source(cfg.serve, getattr(cfg, "registry", None)))
     text = serve_config_yaml(source, cfg.serve)
     if output == "-":
         typer.echo(text, nl=False)

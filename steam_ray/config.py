@@ -98,6 +98,14 @@ class DataConfig(_Section):
     # Keep dropped rows (with their reason) under OUTPUT/rejected/.
     keep_rejected: bool = True
     limit: int | None = Field(None, ge=1)
+    # Rows (all splits, before the split) a write task collects before writing its files:
+    # bounds the file count (~rows_read / this per split) instead of one file per block.
+    min_rows_per_write: int = Field(100_000, ge=1)
+    # Cap on the object store memory Ray Data may use for this run's blocks in flight (MiB;
+    # None: Ray's default share of the object store). Keeps peak memory flat as input grows.
+    object_store_mb: int | None = Field(1024, ge=16)
+    # Dedupe actors; a kept row's key goes to actor hash(key) % N (one per node scales out).
+    dedupe_actors: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _fractions(self) -> DataConfig:
@@ -198,6 +206,9 @@ class TrainConfig(_Section):
     threads_per_worker: int | None = Field(None, ge=1)
     # Rows per window that token-budget bucketing sorts and cuts into batches.
     bucket_window_rows: int = Field(1024, ge=1)
+    # Rows in each worker's local shuffle buffer for training batches (on top of a per-epoch
+    # random file order): larger mixes more files into each batch, at ~1 KB/row of memory.
+    shuffle_buffer_rows: int = Field(8192, ge=1)
     # Test hooks (fault injection); not for normal runs.
     faults: FaultConfig = Field(default_factory=FaultConfig)
 

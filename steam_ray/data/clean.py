@@ -3,9 +3,9 @@
 Drop reasons, first match wins: ``malformed`` (the CSV row could not be parsed), ``excluded``
 (label value in ColumnMap.exclude: not a review at all), ``empty`` (missing/blank text),
 ``placeholder`` (the whole text is e.g. "Early Access Review", any case), ``bad_label`` (label
-neither positive nor negative), then ``duplicate`` (same group and cleaned text as a kept row;
-decided later by the dedupe stage). Nothing else is dropped: short, non-English or very long
-texts are kept.
+neither positive nor negative), then ``duplicate`` (same group, cleaned text and label as a
+kept row; decided later by the dedupe stage). Nothing else is dropped: short, non-English or
+very long texts are kept.
 """
 
 from __future__ import annotations
@@ -130,9 +130,16 @@ def classify(
         idx = np.flatnonzero(kept)
         g_kept = group.take(pa.array(idx)).to_pylist()
         t_kept = text.take(pa.array(idx)).to_pylist()
+        l_kept = label[idx].tolist()
+        # The label is part of the key: whichever copy a run keeps, the kept row is the same,
+        # so the output does not depend on the order blocks reach the dedupe actors.
         dkey[idx] = splitmod.hash64_many(
-            f"{g}{splitmod.SEP}{t}" for g, t in zip(g_kept, t_kept, strict=True)
+            f"{g}{splitmod.SEP}{t}{splitmod.SEP}{y}"
+            for g, t, y in zip(g_kept, t_kept, l_kept, strict=True)
         )
+    # The raw text is only kept for dropped rows (OUTPUT/rejected); a kept row has its
+    # cleaned text, so a second copy need not travel through tokenizing and writing.
+    raw_text = pc.if_else(pa.array(kept), pa.scalar(None, pa.string()), raw_text)
     return pa.Table.from_arrays(
         [
             text,
@@ -148,62 +155,96 @@ def classify(
     )
 
 
-class Deduper:
-    """Exact duplicate detection over the whole run by 64-bit keys of (group, cleaned text).
+_ANON = (1 << 64) - 1  # the owner recorded for anonymous callers
 
-    Memory ~8 bytes per kept row in a sorted numpy array, plus ~70 bytes per row for the most
-    recent (up to ``merge_every``) keys in a Python set before they are merged in. A 64-bit key
+
+class Deduper:
+    """Exact duplicate detection over the whole run by 64-bit keys of (group, text, label).
+
+    Each key remembers its *owner* (an id of the block that first kept it), so a block sent
+    again by a retried task gets the same answer instead of finding its own rows "seen".
+    Memory ~16 bytes per key in sorted numpy arrays, plus ~100 bytes per key for the most
+    recent (up to ``merge_every``) keys in a dict before they are merged in. A 64-bit key
     collision (p ~ n²/2⁶⁵, ~1e-6 at 6.4M rows) would drop one row as a duplicate.
     """
 
     def __init__(self, merge_every: int = 1 << 20) -> None:
         self._sorted = np.empty(0, dtype=np.uint64)
-        self._recent: set[int] = set()
+        self._owners = np.empty(0, dtype=np.uint64)
+        self._recent: dict[int, int] = {}
         self._merge_every = merge_every
 
-    def _seen_sorted(self, keys: np.ndarray) -> np.ndarray:
+    def _owner_sorted(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found, owner) per key from the merged part."""
         if self._sorted.size == 0:
-            return np.zeros(keys.shape, dtype=bool)
+            return np.zeros(keys.shape, dtype=bool), np.zeros(keys.shape, dtype=np.uint64)
         pos = np.searchsorted(self._sorted, keys)
         pos[pos >= self._sorted.size] = 0
         found: np.ndarray = self._sorted[pos] == keys
-        return found
+        return found, self._owners[pos]
 
-    def mark(self, keys: np.ndarray) -> np.ndarray:
-        """True for each key already seen (earlier in this call or before); records the rest."""
-        dup = self._seen_sorted(keys)
+    def mark(self, keys: np.ndarray, owner: int | None = None) -> np.ndarray:
+        """True for each key already kept: by another owner, or earlier in this call.
+
+        ``owner`` None: a fresh caller every time (any key seen before is a duplicate).
+        """
+        anonymous = owner is None
+        own = _ANON if owner is None else owner
+        dup = np.ones(keys.shape, dtype=bool)
+        _, first = np.unique(keys, return_index=True)  # repeats inside the call: duplicates
+        uniq = keys[first]
+        found, owners = self._owner_sorted(uniq)
+        d = found & (anonymous | (owners != np.uint64(own)))
         recent = self._recent
-        for i in np.flatnonzero(~dup):
-            k = int(keys[i])
-            if k in recent:
-                dup[i] = True
+        claimed: list[int] = []
+        for j in np.flatnonzero(~found):
+            k = int(uniq[j])
+            prev = recent.get(k)
+            if prev is None:
+                claimed.append(k)
+                d[j] = False
             else:
-                recent.add(k)
+                d[j] = anonymous or prev != own
+        for k in claimed:
+            recent[k] = own
+        dup[first] = d
         if len(recent) >= self._merge_every:
             self._merge()
         return dup
 
     def _merge(self) -> None:
-        new = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
-        self._sorted = np.union1d(self._sorted, new)
-        self._recent = set()
+        new = np.fromiter(self._recent.keys(), dtype=np.uint64, count=len(self._recent))
+        own = np.fromiter(self._recent.values(), dtype=np.uint64, count=len(self._recent))
+        keys = np.concatenate([self._sorted, new])
+        order = np.argsort(keys, kind="stable")
+        self._sorted = keys[order]
+        self._owners = np.concatenate([self._owners, own])[order]
+        self._recent = {}
 
     def __len__(self) -> int:
         return int(self._sorted.size) + len(self._recent)
 
 
-def apply_dedupe(batch: pa.Table, deduper: Deduper) -> pa.Table:
-    """Mark kept rows whose (group, text) key was already kept as ``duplicate``."""
-    reason = batch.column("reason")
-    kept = pc.equal(reason, KEPT).to_numpy(zero_copy_only=False)
-    if not kept.any():
-        return batch
+def kept_keys(batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(row index, key) of the kept rows: all a dedupe stage needs to see."""
+    kept = pc.equal(batch.column("reason"), KEPT).to_numpy(zero_copy_only=False)
     idx = np.flatnonzero(kept)
-    keys = batch.column("dkey").to_numpy()[idx]
-    dup = deduper.mark(keys)
-    if not dup.any():
+    return idx, batch.column("dkey").to_numpy()[idx]
+
+
+def mark_duplicates(batch: pa.Table, rows: np.ndarray) -> pa.Table:
+    """Set ``reason`` to ``duplicate`` for the row indices ``rows``."""
+    if rows.size == 0:
         return batch
-    new_reason = np.array(reason.to_pylist(), dtype=object)
-    new_reason[idx[dup]] = "duplicate"
+    reason = np.array(batch.column("reason").to_pylist(), dtype=object)
+    reason[rows] = "duplicate"
     col = batch.schema.get_field_index("reason")
-    return batch.set_column(col, "reason", pa.array(new_reason, pa.string()))
+    return batch.set_column(col, "reason", pa.array(reason, pa.string()))
+
+
+def apply_dedupe(batch: pa.Table, deduper: Deduper, owner: int | None = None) -> pa.Table:
+    """Mark kept rows whose key was already kept (by another owner) as ``duplicate``."""
+    idx, keys = kept_keys(batch)
+    if idx.size == 0:
+        return batch
+    return mark_duplicates(batch, idx[deduper.mark(keys, owner)])

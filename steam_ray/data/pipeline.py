@@ -1,13 +1,15 @@
 """``data prepare``: one streaming Ray Data pass from a raw source to Parquet shards + manifest.
 
-    read (CSV byte ranges / Parquet / JSONL / HF)  -> tasks
+    read (CSV byte ranges in a seeded random order / Parquet / JSONL / HF)  -> tasks
     classify: map columns, clean, label, drop reason, split  -> stateless tasks
-    dedupe: exact (group, cleaned text) repeats  -> one small actor
+      dedupe: each task sends only its kept rows' 64-bit keys to N key-partitioned actors
     tokenize kept rows  -> actor pool, tokenizer loaded once per actor
-    write kept rows per split, dropped rows aside, per-task stats  -> Datasink
+    write kept rows per split (>= min_rows_per_write rows in, rows in a seeded hash order),
+      dropped rows aside, per-task stats  -> Datasink, into a staging dir beside the output
+    swap the staging dir's splits + manifest in; the previous output survives any failure
 
-Every stage streams block by block, so memory stays flat as the input grows (the dedupe
-actor is the only state: ~8 bytes per kept row).
+Every stage streams block by block and Ray Data's object store use is capped, so memory
+stays flat as the input grows (the dedupe actors are the only state: ~16 bytes per kept row).
 
 Standalone use::
 
@@ -20,59 +22,93 @@ Standalone use::
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import time
-import warnings
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray
 
 import steam_ray
 from steam_ray import storage
 from steam_ray.config import DataConfig, resolve_model
 from steam_ray.data import manifest as mf
-from steam_ray.data.clean import REASONS, Deduper, apply_dedupe, classify
+from steam_ray.data.clean import REASONS, Deduper, classify, kept_keys, mark_duplicates
 from steam_ray.data.sink import KEPT_COLUMNS, KEPT_SCHEMA, PreparedDatasink, WriteStats
 from steam_ray.data.sources import check_input, read_source
 from steam_ray.data.tokenize import TokenizeBatch, load_tokenizer, tokenizer_json
 from steam_ray.errors import DataError, SteamRayError
 
-# Fractional CPUs so read tasks, cleaning tasks, the dedupe actor, the tokenizer actors and
+# Fractional CPUs so read tasks, cleaning tasks, the dedupe actors, the tokenizer actors and
 # the writers all fit on a 2-CPU node at once (whole-CPU actors can starve the reads there).
-# Read and clean ask for the same CPUs so Ray fuses them into one task per CSV range.
+# Read and clean ask for the same CPUs so Ray fuses them into one task per CSV range; the
+# tokenizers ask for a different amount, or Ray would fuse cleaning into them instead.
 READ_CPUS = 0.5
 CLEAN_CPUS = READ_CPUS
 DEDUPE_CPUS = 0.1
-TOKENIZE_CPUS = 0.5
+TOKENIZE_CPUS = 0.45
 WRITE_CPUS = 0.25
 PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
 
-class DedupeActor:
-    """Ray Data callable class run as a single actor: sees every kept row once."""
+class DedupeShard:
+    """One key partition of the dedupe state: keys with ``key % N == i`` go to actor i.
+
+    Run as a plain Ray actor with no restarts: a restarted one would have lost the keys it
+    had seen, so its death fails the run (with the message in ``_dedupe``) instead.
+    """
 
     def __init__(self) -> None:
         self._dedupe = Deduper()
-        # Ray Data restarts a dead actor by default; a restarted one has an empty seen-set.
-        with warnings.catch_warnings():  # Ray's property reads its own deprecated actor_id
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if self._restarted:
-            # Fail loudly rather than let duplicates of rows seen before the crash through.
-            raise RuntimeError(
-                "the dedupe actor was restarted after a crash and lost the keys it had seen; "
-                "re-run `data prepare` (duplicates would otherwise be missed)"
-            )
-        return apply_dedupe(batch, self._dedupe)
+    def mark(self, keys: np.ndarray, owner: int) -> np.ndarray:
+        return self._dedupe.mark(keys, owner)
+
+    def size(self) -> int:
+        return len(self._dedupe)
+
+
+def block_owner(keys: np.ndarray) -> int:
+    """The id a block claims its keys with: the same block retried gets the same id."""
+    digest = hashlib.blake2b(keys.tobytes(), digest_size=8, person=b"steamray-owner").digest()
+    return int.from_bytes(digest, "little") >> 1  # below Deduper's anonymous owner
+
+
+def dedupe_with_actors(batch: pa.Table, actors: list[Any]) -> pa.Table:
+    """Mark duplicates in ``batch``: only the kept rows' keys travel, each to its partition."""
+    idx, keys = kept_keys(batch)
+    if idx.size == 0:
+        return batch
+    owner = block_owner(keys)
+    part = keys % np.uint64(len(actors))
+    pending = []
+    for i, actor in enumerate(actors):
+        sel = np.flatnonzero(part == np.uint64(i))
+        if sel.size:
+            pending.append((sel, actor.mark.remote(keys[sel], owner)))
+    dup = np.zeros(idx.size, dtype=bool)
+    try:
+        for sel, ref in pending:
+            dup[sel] = ray.get(ref)
+    except ray.exceptions.RayActorError as exc:
+        raise RuntimeError(
+            "a dedupe actor died and lost the keys it had seen; re-run `data prepare` "
+            "(duplicates would otherwise be missed)"
+        ) from exc
+    return mark_duplicates(batch, idx[dup])
 
 
 def _classify_batch(batch: pa.Table, **kwargs: Any) -> pa.Table:
-    return classify(batch, **kwargs)
+    dedupers: list[Any] | None = kwargs.pop("dedupers", None)
+    out = classify(batch, **kwargs)
+    return dedupe_with_actors(out, dedupers) if dedupers else out
 
 
 def _resolve_input(cfg: DataConfig) -> str:
@@ -87,17 +123,58 @@ def _resolve_input(cfg: DataConfig) -> str:
     return cfg.input
 
 
-def _clear_output(output: str) -> None:
-    """Remove a previous run's shards so stale parts never mix with this run's."""
-    for sub in (*mf.SPLITS, "rejected"):
-        path = storage.join(output, sub)
-        if storage.exists(path):
-            fs, inner = storage.resolve(path)
-            fs.delete_dir(inner)
-    manifest = mf.manifest_path(output)
-    if storage.exists(manifest):
-        fs, inner = storage.resolve(manifest)
-        fs.delete_file(inner)
+def _move(fs: pafs.FileSystem, src: str, dst: str) -> None:
+    try:
+        fs.move(src, dst)  # a rename on local disks
+    except (NotImplementedError, OSError):
+        # Object stores without directory moves: copy, then delete.
+        if fs.get_file_info(src).type == pafs.FileType.Directory:
+            fs.create_dir(dst, recursive=True)
+            pafs.copy_files(src, dst, source_filesystem=fs, destination_filesystem=fs)
+            fs.delete_dir(src)
+        else:
+            pafs.copy_files(src, dst, source_filesystem=fs, destination_filesystem=fs)
+            fs.delete_file(src)
+
+
+def _delete(fs: pafs.FileSystem, path: str) -> None:
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def swap_in(fs: pafs.FileSystem, staging: str, output: str) -> None:
+    """Replace ``output``'s splits, rejected rows and manifest with ``staging``'s.
+
+    The old manifest leaves first and the new one arrives last, so a reader never sees a
+    manifest next to a mix of old and new shards. Old entries wait in ``OUTPUT.old-*`` until
+    the new ones are in place (a crash mid-swap leaves them there, not lost).
+    """
+    fs.create_dir(output, recursive=True)
+    aside = f"{output.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
+    order = (mf.MANIFEST_NAME, *mf.SPLITS, "rejected")
+    moved = False
+    for name in order:
+        src = f"{output}/{name}"
+        if fs.get_file_info(src).type != pafs.FileType.NotFound:
+            if not moved:
+                fs.create_dir(aside, recursive=True)
+                moved = True
+            _move(fs, src, f"{aside}/{name}")
+    for name in (*order[1:], order[0]):
+        src = f"{staging}/{name}"
+        if fs.get_file_info(src).type != pafs.FileType.NotFound:
+            _move(fs, src, f"{output}/{name}")
+    if moved:
+        fs.delete_dir(aside)
+    _delete(fs, staging)
+
+
+def staging_dir(output: str) -> str:
+    """A fresh directory beside ``output`` (same filesystem/bucket) for a run's files."""
+    return f"{output.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
 
 
 def percentiles_from_hist(hist: np.ndarray) -> dict[str, float]:
@@ -139,18 +216,29 @@ def _cluster_cpus() -> float:
     return float(resources.get("CPU", 1.0))
 
 
-def build_dataset(cfg: DataConfig, files: list[str], tokenizer: str) -> ray.data.Dataset:
+def build_dataset(
+    cfg: DataConfig, files: list[str], tokenizer: str, dedupers: list[Any] | None = None
+) -> ray.data.Dataset:
     """The pipeline up to tokenization; ``tokenizer`` is the fast tokenizer's JSON."""
     # At least ~4 read tasks per CPU (a ~2 GB file still gets csv_chunk_bytes ranges).
-    ds = read_source(cfg, files, {"num_cpus": READ_CPUS}, min_ranges=4 * int(_cluster_cpus()))
+    ds = read_source(
+        cfg,
+        files,
+        {"num_cpus": READ_CPUS},
+        min_ranges=4 * int(_cluster_cpus()),
+        # Ranges in a seeded random order, so rows that are written together come from all
+        # over a file sorted by game. ``limit`` keeps file order: it means "the first N rows".
+        order_seed=None if cfg.limit is not None else cfg.seed,
+    )
     if cfg.limit is not None:
         ds = ds.limit(cfg.limit)
-    ds = ds.map_batches(
+    return ds.map_batches(
         _classify_batch,
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=CLEAN_CPUS,
         fn_kwargs={
+            "dedupers": dedupers,
             "columns": cfg.resolved_columns(),
             "clean": cfg.clean,
             "seed": cfg.seed,
@@ -158,30 +246,87 @@ def build_dataset(cfg: DataConfig, files: list[str], tokenizer: str) -> ray.data
             "val_fraction": cfg.val_fraction,
             "test_fraction": cfg.test_fraction,
         },
-    )
-    if cfg.clean.dedupe:
-        ds = ds.map_batches(
-            DedupeActor,
-            batch_format="pyarrow",
-            batch_size=None,
-            compute=ray.data.ActorPoolStrategy(size=1),
-            num_cpus=DEDUPE_CPUS,
-        )
-    # One per cluster CPU: tokenizing is the bulk of the work, and at 0.5 CPU each they leave
-    # room for reads and writes (measured: 2 actors ~12% faster than 1 on a 2-core machine).
-    actors = cfg.tokenizer_actors or max(1, int(_cluster_cpus()))
-    return ds.map_batches(
+    ).map_batches(
         TokenizeBatch,
         fn_constructor_kwargs={"tokenizer_json": tokenizer, "max_length": cfg.max_length},
         batch_format="pyarrow",
         batch_size=cfg.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        # One per cluster CPU: tokenizing is the bulk of the work, and at 0.5 CPU each they
+        # leave room for reads and writes (measured: 2 actors ~12% faster than 1 on 2 cores).
+        compute=ray.data.ActorPoolStrategy(
+            size=cfg.tokenizer_actors or max(1, int(_cluster_cpus()))
+        ),
         num_cpus=TOKENIZE_CPUS,
     )
 
 
+def start_dedupers(n: int) -> list[Any]:
+    """``n`` key-partition actors, spread over the nodes (no restarts: see DedupeShard)."""
+    cls = ray.remote(num_cpus=DEDUPE_CPUS, max_restarts=0)(DedupeShard)
+    return [cls.options(scheduling_strategy="SPREAD").remote() for _ in range(n)]
+
+
+@contextlib.contextmanager
+def _data_context(cfg: DataConfig) -> Iterator[None]:
+    """Ray Data settings for one run, restored after it."""
+    ctx = ray.data.DataContext.get_current()
+    saved_order = ctx.execution_options.preserve_order
+    saved_limits = ctx.execution_options.resource_limits
+    saved_deaths = ctx.max_consecutive_actor_init_deaths
+    # Dedupe no longer depends on block order (see clean.Deduper), so blocks flow as they
+    # finish; only --limit ("the first N rows") needs file order.
+    ctx.execution_options.preserve_order = cfg.limit is not None
+    if cfg.object_store_mb is not None:
+        # A fixed budget for blocks in flight: Ray Data backs off reads when it is used, so
+        # memory does not grow with the input (its default is a share of the object store).
+        ctx.execution_options.resource_limits = saved_limits.copy(
+            object_store_memory=cfg.object_store_mb * 1024 * 1024
+        )
+    # Ray 2.60 sporadically loses an actor before its constructor runs ("all references
+    # removed", seen at 1M rows); replace it instead of failing. A broken UDF still fails.
+    ctx.max_consecutive_actor_init_deaths = max(saved_deaths, 3)
+    try:
+        yield
+    finally:
+        ctx.execution_options.preserve_order = saved_order
+        ctx.execution_options.resource_limits = saved_limits
+        ctx.max_consecutive_actor_init_deaths = saved_deaths
+
+
+def _run(cfg: DataConfig, files: list[str], tokenizer: str, out: str) -> WriteStats:
+    """Run the Ray Data pipeline, writing under ``out``; returns the sink's stats."""
+    dedupers = start_dedupers(cfg.dedupe_actors) if cfg.clean.dedupe else None
+    sink = PreparedDatasink(
+        out,
+        keep_rejected=cfg.keep_rejected,
+        seed=cfg.seed,
+        min_rows_per_write=cfg.min_rows_per_write,
+    )
+    try:
+        with _data_context(cfg):
+            ds = build_dataset(cfg, files, tokenizer, dedupers)
+            ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
+    except Exception as exc:
+        user_error = _find_user_error(exc)
+        if user_error is None:
+            raise
+        # A DataError raised inside a Ray task arrives wrapped; surface its one line.
+        raise DataError(str(user_error.args[0]) if user_error.args else str(user_error)) from exc
+    finally:
+        for actor in dedupers or []:
+            ray.kill(actor)
+    stats = sink.result or WriteStats()
+    if stats.rows_kept:
+        sink.write_empty_splits(stats)
+    return stats
+
+
 def prepare(cfg: DataConfig) -> mf.Manifest:
-    """Run the whole data stage for ``cfg``; returns (and writes) the manifest."""
+    """Run the whole data stage for ``cfg``; returns (and writes) the manifest.
+
+    Everything is written to a staging directory beside ``cfg.output`` and swapped in at the
+    end, so a failed run leaves the previous output as it was.
+    """
     start = time.perf_counter()
     input_path = _resolve_input(cfg)
     files = check_input(cfg, input_path)
@@ -191,47 +336,38 @@ def prepare(cfg: DataConfig) -> mf.Manifest:
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot load tokenizer '{cfg.model}': {exc}") from exc
     _ensure_ray()
+    staging = staging_dir(cfg.output)
+    fs, staging_inner = storage.resolve(staging)
     try:
-        _clear_output(cfg.output)
-        storage.makedirs(cfg.output)
+        storage.makedirs(staging)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{cfg.output}: cannot write output: {exc}") from exc
-
-    ctx = ray.data.DataContext.get_current()
-    saved_order = ctx.execution_options.preserve_order
-    saved_deaths = ctx.max_consecutive_actor_init_deaths
-    # In read order, the first of a set of duplicates is the one kept, every run.
-    ctx.execution_options.preserve_order = True
-    # Ray 2.60 sporadically loses an actor before its constructor runs ("all references
-    # removed", seen at 1M rows); replace it instead of failing. A broken UDF still fails.
-    ctx.max_consecutive_actor_init_deaths = max(saved_deaths, 3)
     try:
-        ds = build_dataset(cfg, files, tokenizer_json(tokenizer))
-        sink = PreparedDatasink(cfg.output, keep_rejected=cfg.keep_rejected)
-        try:
-            ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
-        except Exception as exc:
-            user_error = _find_user_error(exc)
-            if user_error is None:
-                raise
-            # A DataError raised inside a Ray task arrives wrapped; surface its one line.
-            raise DataError(
-                str(user_error.args[0]) if user_error.args else str(user_error)
-            ) from exc
+        stats = _run(cfg, files, tokenizer_json(tokenizer), staging)
+        manifest = _manifest(cfg, input_path, tokenizer_path, tokenizer, stats, start)
+        mf.write_manifest(staging, manifest)
+        swap_in(fs, staging_inner, storage.resolve(cfg.output)[1])
     finally:
-        ctx.execution_options.preserve_order = saved_order
-        ctx.max_consecutive_actor_init_deaths = saved_deaths
-    stats = sink.result or WriteStats()
-    if stats.rows_kept:
-        sink.write_empty_splits(stats)
-    elapsed = time.perf_counter() - start
+        with contextlib.suppress(OSError, pa.ArrowException):
+            _delete(fs, staging_inner)
+    return manifest
 
+
+def _manifest(
+    cfg: DataConfig,
+    input_path: str,
+    tokenizer_path: str,
+    tokenizer: Any,
+    stats: WriteStats,
+    start: float,
+) -> mf.Manifest:
+    elapsed = time.perf_counter() - start
     if stats.rows_read == 0:
         raise DataError(f"{input_path}: no rows read")
     if stats.rows_kept == 0:
         top = ", ".join(f"{r}={c}" for r, c in stats.dropped.items() if c)
         raise DataError(f"{input_path}: no rows left after cleaning ({top})")
-    manifest = mf.Manifest(
+    return mf.Manifest(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         source=cfg.source,
         input=input_path,
@@ -256,15 +392,16 @@ def prepare(cfg: DataConfig) -> mf.Manifest:
         steam_ray_version=steam_ray.__version__,
         column_map=cfg.resolved_columns().model_dump(),
         clean=cfg.clean.model_dump(),
-        # Exact dedupe in one actor: memory ~8 bytes per kept row (+~70 per row for the
-        # most recent 1M keys); which of a set of duplicates is kept follows read order.
-        dedupe="exact, (group, cleaned text) 64-bit keys, one actor, ~8 B/kept row",
+        # Which copy of a duplicate is kept depends on arrival order, but not what is kept:
+        # the label is part of the key, so the kept rows are the same every run.
+        dedupe=(
+            f"exact, (group, cleaned text, label) 64-bit keys, {cfg.dedupe_actors} "
+            "key-partitioned actor(s), ~16 B/kept row"
+        ),
         output_columns=list(KEPT_COLUMNS),
         rejected_dir="rejected" if cfg.keep_rejected else None,
         files=len(stats.files),
     )
-    mf.write_manifest(cfg.output, manifest)
-    return manifest
 
 
 def print_summary(manifest: mf.Manifest) -> None:

@@ -127,6 +127,17 @@ def stats_for(table: pa.Table) -> tuple[WriteStats, dict[str, pa.Table], pa.Tabl
     return st, per_split, dropped
 
 
+def shuffled(table: pa.Table, split: str, seed: int) -> tuple[pa.Table, int]:
+    """``table``'s rows in a seeded pseudo-random order (by row hash), and a key for the file.
+
+    Rows of one game arrive together from a file sorted by game; in hash order, any slice of
+    a written file (a Ray block, a row group) mixes all the games the file holds.
+    """
+    h = _mix64(row_hashes(table, split) ^ _mix64(np.full(1, seed, dtype=np.uint64)))
+    order = np.argsort(h, kind="stable")
+    return table.take(pa.array(order)), int(h[order[0]]) if h.size else 0
+
+
 def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.zeros(max(a.size, b.size), dtype=np.int64)
     out[: a.size] += a
@@ -137,10 +148,24 @@ def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class PreparedDatasink(Datasink["WriteStats"]):
     """Writes OUTPUT/{train,val,test}/part-*.parquet and OUTPUT/rejected/part-*.parquet."""
 
-    def __init__(self, output: str, keep_rejected: bool = True) -> None:
+    def __init__(
+        self,
+        output: str,
+        keep_rejected: bool = True,
+        seed: int = 0,
+        min_rows_per_write: int | None = None,
+    ) -> None:
         self.output = output
         self.keep_rejected = keep_rejected
+        self.seed = seed
+        self._min_rows = min_rows_per_write
         self.result: WriteStats | None = None
+
+    @property
+    def min_rows_per_write(self) -> int | None:
+        # Ray Data bundles blocks until a write task has this many rows: one file per split
+        # per ~this many input rows, not one per block.
+        return self._min_rows
 
     def get_name(self) -> str:
         return "PreparedParquet"
@@ -156,14 +181,19 @@ class PreparedDatasink(Datasink["WriteStats"]):
             st, per_split, dropped = stats_for(table)
             total.merge(st)
             for s, part in per_split.items():
-                kept[s].append(part.select(list(KEPT_COLUMNS)).cast(KEPT_SCHEMA))
+                kept[s].append(part)
             if self.keep_rejected and dropped.num_rows:
                 rejected.append(dropped.select(list(REJECTED_COLUMNS)))
         # One file per split per write task; a unique name so tasks never collide.
-        name = f"part-{getattr(ctx, 'task_idx', 0):05d}-{uuid.uuid4().hex[:12]}.parquet"
+        task = getattr(ctx, "task_idx", 0)
         for s, parts in kept.items():
             if parts:
-                total.files.append(self._write(storage.join(self.output, s, name), parts))
+                table, key = shuffled(pa.concat_tables(parts), s, self.seed)
+                table = table.select(list(KEPT_COLUMNS)).cast(KEPT_SCHEMA)
+                # Led by a hash of the rows, so listing order is not input order either.
+                name = f"part-{key:016x}-{task:05d}-{uuid.uuid4().hex[:8]}.parquet"
+                total.files.append(self._write(storage.join(self.output, s, name), [table]))
+        name = f"part-{task:05d}-{uuid.uuid4().hex[:12]}.parquet"
         if rejected:
             total.files.append(self._write(storage.join(self.output, "rejected", name), rejected))
         return total

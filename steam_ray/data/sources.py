@@ -7,9 +7,10 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pyarrow.fs as pafs
 import ray
-from ray.data import Datasource, ReadTask
+from ray.data import Datasource, FileShuffleConfig, ReadTask
 from ray.data.block import BlockMetadata
 
 from steam_ray import storage
@@ -21,7 +22,13 @@ from steam_ray.errors import DataError
 class CsvRangeDatasource(Datasource):
     """One read task per byte range of each CSV file (see ``csvread``)."""
 
-    def __init__(self, paths: list[str], chunk_bytes: int, min_ranges: int = 1) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        chunk_bytes: int,
+        min_ranges: int = 1,
+        order_seed: int | None = None,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._ranges: list[csvread.CsvRange] = []
         sizes = [csvread.file_size(p) for p in paths]
@@ -31,6 +38,11 @@ class CsvRangeDatasource(Datasource):
         chunk = min(chunk_bytes, target)
         for path in paths:
             self._ranges.extend(csvread.scan_ranges(path, chunk))
+        if order_seed is not None:
+            # Read tasks run (and their blocks reach the writers) in this order: a seeded
+            # permutation spreads what one write task gets over the whole input.
+            perm = np.random.default_rng(order_seed).permutation(len(self._ranges))
+            self._ranges = [self._ranges[i] for i in perm]
 
     @property
     def ranges(self) -> list[csvread.CsvRange]:
@@ -144,21 +156,31 @@ def check_input(cfg: DataConfig, input_path: str) -> list[str]:
 
 
 def read_source(
-    cfg: DataConfig, files: list[str], read_args: dict[str, Any], min_ranges: int = 1
+    cfg: DataConfig,
+    files: list[str],
+    read_args: dict[str, Any],
+    min_ranges: int = 1,
+    order_seed: int | None = None,
 ) -> ray.data.Dataset:
-    """The raw rows of ``files`` (from ``check_input``) as a Ray Dataset."""
+    """The raw rows of ``files`` (from ``check_input``) as a Ray Dataset.
+
+    ``order_seed``: read CSV ranges / Parquet and JSONL files in a seeded random order.
+    """
     ds: ray.data.Dataset
+    shuffle = None if order_seed is None else FileShuffleConfig(order_seed, False)
     if cfg.source in ("steam", "csv", "sample"):
-        source = CsvRangeDatasource(files, cfg.csv_chunk_bytes, min_ranges=min_ranges)
+        source = CsvRangeDatasource(
+            files, cfg.csv_chunk_bytes, min_ranges=min_ranges, order_seed=order_seed
+        )
         # One block per range: left to itself Ray splits each read output into more blocks to
         # reach its default parallelism, and a split read cannot fuse with the map after it.
         ds = ray.data.read_datasource(
             source, override_num_blocks=max(1, len(source.ranges)), **read_args
         )
     elif cfg.source == "parquet":
-        ds = ray.data.read_parquet(files, **read_args)
+        ds = ray.data.read_parquet(files, shuffle=shuffle, **read_args)
     elif cfg.source == "jsonl":
-        ds = ray.data.read_json(files, lines=True, **read_args)
+        ds = ray.data.read_json(files, lines=True, shuffle=shuffle, **read_args)
     elif cfg.source == "hf":
         ds = _read_hf(cfg, files[0], cfg.resolved_columns())
     else:

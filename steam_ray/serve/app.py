@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle
 from steam_ray.config import ServeConfig
 from steam_ray.serve import metrics as m
 from steam_ray.serve.schema import PredictRequest, PredictResponse, RequestError, parse_reviews
-from steam_ray.serve.source import ModelSource, materialize, read_checkpoint_info
+from steam_ray.serve.source import ModelSource, materialize, read_checkpoint_info, resolve_source
 
 log = logging.getLogger("ray.serve")
 
@@ -235,10 +235,15 @@ def deployment_options(cfg: ServeConfig) -> dict[str, dict[str, Any]]:
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
-    """Serve app builder: ``args = {"source": ModelSource dict, "config": serve section}``."""
+    """Serve app builder: ``args = {"source": ModelSource dict | "ref": {checkpoint, registry},
+    "config": serve section}``."""
     cfg = ServeConfig.model_validate(args.get("config") or {})
-    source = args["source"]
-    ModelSource.from_dict(source)  # fail at build time on a malformed source
+    if "ref" in args:  # from `serve build`: resolve here, on the cluster, at deploy time
+        ref = args["ref"]
+        source = resolve_source(ref["checkpoint"], ref.get("registry")).to_dict()
+    else:
+        source = args["source"]
+        ModelSource.from_dict(source)  # fail at build time on a malformed source
     opts = deployment_options(cfg)
     config = cfg.model_dump(mode="json")
     # @serve.deployment turns the classes into Deployments; mypy still sees the classes.

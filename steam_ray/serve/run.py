@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from steam_ray import storage
 from steam_ray.config import ServeConfig
 from steam_ray.errors import ConfigError
 from steam_ray.serve.source import ModelSource, resolve_source
@@ -38,11 +39,29 @@ def source_for(cfg: ServeConfig, registry_section: Any = None) -> ModelSource:
     return resolve_source(cfg.checkpoint, registry_root(cfg, registry_section))
 
 
-def app_args(source: ModelSource, cfg: ServeConfig) -> dict[str, Any]:
-    return {"source": source.to_dict(), "config": cfg.model_dump(mode="json")}
+def unresolved_source(cfg: ServeConfig, registry_section: Any = None) -> dict[str, Any]:
+    """``serve build``'s checkpoint: the ref itself, resolved where the app is deployed.
+
+    A RayService's serveConfigV2 is generated offline (no gs:// here), and a registry's
+    ``best`` should mean the best at deploy time. Local inputs are still checked now.
+    """
+    if not cfg.checkpoint:
+        raise ConfigError("no checkpoint: pass --checkpoint PATH|URI|best|NAME:VERSION")
+    root = registry_root(cfg, registry_section)
+    if not storage.is_uri(cfg.checkpoint) and not (root and storage.is_uri(root)):
+        resolve_source(cfg.checkpoint, root)  # fail fast on a missing local checkpoint
+    return {"checkpoint": cfg.checkpoint, "registry": root}
 
 
-def serve_config(source: ModelSource, cfg: ServeConfig) -> dict[str, Any]:
+def app_args(source: ModelSource | dict[str, Any], cfg: ServeConfig) -> dict[str, Any]:
+    """A resolved ``ModelSource``, or an unresolved ref (``unresolved_source``)."""
+    key, value = (
+        ("source", source.to_dict()) if isinstance(source, ModelSource) else ("ref", source)
+    )
+    return {key: value, "config": cfg.model_dump(mode="json")}
+
+
+def serve_config(source: ModelSource | dict[str, Any], cfg: ServeConfig) -> dict[str, Any]:
     """The Serve config (``serve deploy`` / RayService ``serveConfigV2``) for this app."""
     from steam_ray.serve.app import deployment_options
 
@@ -62,7 +81,7 @@ def serve_config(source: ModelSource, cfg: ServeConfig) -> dict[str, Any]:
     }
 
 
-def serve_config_yaml(source: ModelSource, cfg: ServeConfig) -> str:
+def serve_config_yaml(source: ModelSource | dict[str, Any], cfg: ServeConfig) -> str:
     """Deterministic YAML: same inputs, byte-identical output (sorted keys, no timestamps)."""
     from ray.serve.schema import ServeDeploySchema
 

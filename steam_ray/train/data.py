@@ -96,6 +96,9 @@ def iter_bucketed(
             yield pad_batch([seqs[i] for i in idx], labels[idx], pad_id)
 
 
+DEFAULT_SHUFFLE_BUFFER_ROWS = 8192
+
+
 def train_batches(
     shard: Any,
     *,
@@ -104,20 +107,62 @@ def train_batches(
     pad_id: int,
     seed: int,
     window_rows: int = 1024,
+    shuffle_buffer_rows: int = DEFAULT_SHUFFLE_BUFFER_ROWS,
 ) -> Iterator[Batch]:
-    """One epoch of training batches from a Ray Data shard (``DataIterator``)."""
+    """One epoch of training batches from a Ray Data shard (``DataIterator``).
+
+    Rows are drawn at random from a local buffer of ``shuffle_buffer_rows`` rows (at least a
+    batch or a window), fed by blocks that ``read_train_split`` reads in a new random file
+    order every epoch: together a mix of many games per batch, without a full shuffle.
+    ``seed`` should differ per epoch (e.g. base seed + epoch).
+    """
     if token_budget is None:
         it: Iterator[Batch] = shard.iter_torch_batches(
             batch_size=batch_size,
             collate_fn=make_collate(pad_id),
-            local_shuffle_buffer_size=batch_size * 8,
+            local_shuffle_buffer_size=max(shuffle_buffer_rows, batch_size),
             local_shuffle_seed=seed,
         )
         return it
     windows = shard.iter_batches(
         batch_size=window_rows,
         batch_format="numpy",
-        local_shuffle_buffer_size=window_rows,
+        local_shuffle_buffer_size=max(shuffle_buffer_rows, window_rows),
         local_shuffle_seed=seed,
     )
     return iter_bucketed(windows, token_budget, pad_id, seed)
+
+
+def read_train_split(path: str, columns: list[str], seed: int, num_cpus: float = 1.0) -> Any:
+    """The training split, its files in a seeded random order that changes every epoch.
+
+    Ray re-plans the read for each execution (each epoch of a Train worker's shard) and
+    ``reseed_after_execution`` mixes the execution index into the seed: a different but
+    reproducible file order per epoch. (``randomize_block_order`` would also do it, but it is
+    an all-to-all barrier: the whole split in the object store before the first batch.)
+    """
+    import ray.data
+    from ray.data import FileShuffleConfig
+
+    shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=True)
+    return ray.data.read_parquet(path, columns=columns, shuffle=shuffle, num_cpus=num_cpus)
+
+
+def read_eval_split(
+    path: str, columns: list[str], seed: int, rows: int, cap: int | None, num_cpus: float = 1.0
+) -> Any:
+    """The validation split; capped by ``max_eval_rows``, a seeded sample over all of it.
+
+    Evaluation stops after ``cap`` rows, so reading files in order would score only the games
+    in the first files. A fixed-seed random file order and a seeded row sample of about
+    ``cap / rows`` (with headroom, so the cap and not the sample ends the pass) spread it
+    over every game.
+    """
+    import ray.data
+    from ray.data import FileShuffleConfig
+
+    shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=False)
+    ds = ray.data.read_parquet(path, columns=columns, shuffle=shuffle, num_cpus=num_cpus)
+    if cap is not None and rows > 0 and cap < rows:
+        ds = ds.random_sample(min(1.0, (1.25 * cap + 100) / rows), seed=seed)
+    return ds

@@ -354,6 +354,7 @@ class FineTuneRecipe:
                 pad_id=self.pad_id,
                 seed=cfg.seed + self.epoch,
                 window_rows=cfg.bucket_window_rows,
+                shuffle_buffer_rows=cfg.shuffle_buffer_rows,
             )
         )
         steps = 0

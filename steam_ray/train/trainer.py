@@ -16,6 +16,7 @@ from steam_ray.config import RESUME_KEYS, TrainConfig, resolve_model
 from steam_ray.data.manifest import Manifest, read_manifest, split_dir, tokenizer_fingerprint
 from steam_ray.errors import ConfigError, DataError
 from steam_ray.train.checkpoint import INFO_FILE, git_sha, now_iso, package_version
+from steam_ray.train.data import read_eval_split, read_train_split
 from steam_ray.train.loop import ATTEMPTS_FILE, train_loop_per_worker
 from steam_ray.train.metrics import METRIC_NAMES, json_safe
 
@@ -130,6 +131,7 @@ def run_info_for(cfg: TrainConfig, manifest: Manifest, run_dir: str, name: str) 
         "train_tokens": train_stats.tokens,
         "train_positive": train_stats.positive,
         "train_negative": train_stats.negative,
+        "val_rows": manifest.splits["val"].rows,
         "version": package_version(),
         "git_sha": git_sha(),
         "started_at": now_iso(),
@@ -146,7 +148,6 @@ def build_trainer(
     worker_env: dict[str, str] | None = None,
 ) -> Any:
     """The TorchTrainer for one run: used by ``train`` and by each Tune trial."""
-    import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -155,10 +156,17 @@ def build_trainer(
     # across nodes (0.5 + 0.5), and 1-CPU read tasks would then never be scheduled (a hang).
     columns = ["input_ids", "label"]
     datasets: dict[str, Any] = {
-        split: ray.data.read_parquet(
-            split_dir(cfg.data, split), columns=columns, num_cpus=INGEST_TASK_CPUS
-        )
-        for split in REQUIRED_SPLITS
+        "train": read_train_split(
+            split_dir(cfg.data, "train"), columns, cfg.seed, num_cpus=INGEST_TASK_CPUS
+        ),
+        "val": read_eval_split(
+            split_dir(cfg.data, "val"),
+            columns,
+            cfg.seed,
+            rows=run_info["val_rows"],
+            cap=cfg.max_eval_rows,
+            num_cpus=INGEST_TASK_CPUS,
+        ),
     }
     # Train V2 RunConfig fields (mypy sees ray.train's V1 RunConfig stub).
     extra: dict[str, Any] = {}

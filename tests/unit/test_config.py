@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from steam_ray.config import (
     CLUSTER_MODEL_NAME,
     OFFLINE_MODEL_NAME,
     STEAM_COLUMNS,
+    DataConfig,
     find_config_file,
     load_config,
     resolve_model,
@@ -72,3 +74,17 @@ def test_cli_config_prints_resolved_yaml() -> None:
     bad = subprocess.run([exe, "config", "-c", "missing.yaml"], capture_output=True, text=True)
     assert bad.returncode == 1
     assert bad.stderr.strip() == "error: config file not found: missing.yaml"
+
+
+def test_csv_chunk_help_quotes_the_real_default() -> None:
+    """`data prepare --help` states the default the config actually uses (8 MiB)."""
+    exe = str(Path(sys.executable).parent / "steam-ray")
+    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [exe, "data", "prepare", "--help"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    default_mb = DataConfig().csv_chunk_bytes / 2**20
+    assert default_mb == 8
+    assert f"Target MB per CSV read task (default {default_mb:g})." in text
