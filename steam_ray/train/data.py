@@ -145,7 +145,9 @@ def read_train_split(path: str, columns: list[str], seed: int, num_cpus: float =
     from ray.data import FileShuffleConfig
 
     shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=True)
-    return ray.data.read_parquet(path, columns=columns, shuffle=shuffle, num_cpus=num_cpus)
+    # select_columns is pushed down into the Parquet read (only these columns are read).
+    ds = ray.data.read_parquet(path, shuffle=shuffle, num_cpus=num_cpus)
+    return ds.select_columns(columns)
 
 
 def read_eval_split(
@@ -162,7 +164,7 @@ def read_eval_split(
     from ray.data import FileShuffleConfig
 
     shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=False)
-    ds = ray.data.read_parquet(path, columns=columns, shuffle=shuffle, num_cpus=num_cpus)
+    ds = ray.data.read_parquet(path, shuffle=shuffle, num_cpus=num_cpus).select_columns(columns)
     if cap is not None and rows > 0 and cap < rows:
         ds = ds.random_sample(min(1.0, (1.25 * cap + 100) / rows), seed=seed)
     return ds
