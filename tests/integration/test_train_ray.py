@@ -190,12 +190,13 @@ def test_mid_epoch_resume_skips_exactly_the_restored_steps(
         epochs=2,
         batch_size=16,
         grad_accum_steps=4,
+        eval_every_steps=None,  # no validation shard here: the test counts steps only
     )
     run = {"run_dir": str(tmp_path), "train_rows": 192, "train_tokens": 4000}
     run |= {"train_positive": 1, "train_negative": 1}
     recipe = FineTuneRecipe(cfg, run)
     recipe.setup()
-    shard = ray.data.read_parquet(str(data_dir / "train"), columns=["input_ids", "label"])
+    shard = ray.data.read_parquet(str(data_dir / "train")).select_columns(["input_ids", "label"])
     # 192 rows / 16 = 12 micro-batches = 3 steps of 4; a resume after 1 step trains 2.
     steps, done = recipe.train_epoch(shard.iterator(), None, skip_steps=1)
     assert (steps, done, recipe.global_step) == (2, False, 2)
