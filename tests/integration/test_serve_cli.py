@@ -54,7 +54,9 @@ def test_serve_build_is_deterministic_and_valid(checkpoint: Path, tmp_path: Path
     ServeDeploySchema.model_validate(config)
     app = config["applications"][0]
     assert app["import_path"] == "steam_ray.serve.app:build_app"
-    assert app["args"]["source"]["path"] == str(checkpoint)
+    # The checkpoint ref as given: resolved by build_app where the config is deployed.
+    assert app["args"]["ref"]["checkpoint"] == str(checkpoint)
+    assert "source" not in app["args"]
     assert config["http_options"]["port"] == 8123
     model = next(d for d in app["deployments"] if d["name"] == "SentimentModel")
     assert model["autoscaling_config"]["min_replicas"] == 1
