@@ -322,7 +322,9 @@ class AutoscalingSection(_Section):
     target_ongoing_requests: float = Field(16.0, gt=0)
     upscale_delay_s: float = Field(10.0, ge=0)
     downscale_delay_s: float = Field(60.0, ge=0)
-    look_back_period_s: float = Field(10.0, gt=0)
+    # Serve averages replica load over this window; it must exceed Serve's 10 s metrics
+    # interval (at or below it Serve warns, and will refuse it in a later release).
+    look_back_period_s: float = Field(30.0, gt=10.0)
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSection:

@@ -103,3 +103,22 @@ def test_serve_config_section() -> None:
         ServeConfig(autoscaling={"min_replicas": 3, "max_replicas": 1})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Extra inputs"):
         ServeConfig(replicas=2)  # type: ignore[call-arg]
+
+
+def test_default_autoscaling_passes_serves_own_validation() -> None:
+    """The config's autoscaling section, as ``deployment_options`` hands it to Serve, is one
+    Serve accepts without a warning (a look-back window at or below Serve's 10 s metrics
+    interval warns today and is to become an error)."""
+    import warnings
+
+    from ray.serve.config import AutoscalingConfig
+
+    from steam_ray.serve.app import MODEL_DEPLOYMENT, deployment_options
+
+    cfg = ServeConfig(autoscaling={"min_replicas": 1, "max_replicas": 4})  # type: ignore[arg-type]
+    scale = deployment_options(cfg)[MODEL_DEPLOYMENT]["autoscaling_config"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AutoscalingConfig(**scale)
+    with pytest.raises(ValueError, match="look_back_period_s"):
+        ServeConfig(autoscaling={"look_back_period_s": 10})  # type: ignore[arg-type]
