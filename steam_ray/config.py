@@ -177,6 +177,9 @@ class TrainConfig(_Section):
     max_grad_norm: float = Field(1.0, gt=0)
     grad_accum_steps: int = Field(1, ge=1)
     class_weighted: bool = False
+    # Dropout of the encoder (hidden states, attention) and the classifier head; None keeps
+    # the model's own (0.1 for MiniLM and DistilBERT). A search-space dimension for Tune.
+    dropout: float | None = Field(None, ge=0, lt=1)
     # "auto": bf16 autocast on Ampere+ GPUs, fp16 + GradScaler on older GPUs, fp32 on CPU.
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     # torch.compile the model (off by default: compile time dominates short and CPU runs).
@@ -246,6 +249,7 @@ def _default_space() -> dict[str, SearchParam]:
         "warmup_ratio": SearchParam(type="uniform", low=0.0, high=0.2),
         "weight_decay": SearchParam(type="uniform", low=0.0, high=0.1),
         "class_weighted": SearchParam(type="choice", values=[False, True]),
+        "dropout": SearchParam(type="uniform", low=0.0, high=0.2),
     }
 
 

@@ -21,15 +21,31 @@ ATTEMPTS_FILE = "attempts.json"
 BUCKET_FILL = 0.8
 
 
-def load_model(name_or_path: str) -> Any:
-    from transformers import AutoModelForSequenceClassification
+#: Config attributes that hold a dropout probability, across the encoders we fine-tune
+#: (BERT/MiniLM: hidden, attention, head; DistilBERT: dropout, attention, head).
+DROPOUT_ATTRS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "dropout",
+    "attention_dropout",
+    "seq_classif_dropout",
+)
 
+
+def load_model(name_or_path: str, dropout: float | None = None) -> Any:
+    """A 2-label sequence classifier; ``dropout`` (if set) replaces every dropout rate."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(
+        name_or_path, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID
+    )
+    if dropout is not None:
+        for attr in DROPOUT_ATTRS:
+            if hasattr(config, attr):
+                setattr(config, attr, dropout)
     return AutoModelForSequenceClassification.from_pretrained(
-        name_or_path,
-        num_labels=2,
-        id2label=ID2LABEL,
-        label2id=LABEL2ID,
-        dtype=torch.float32,
+        name_or_path, config=config, dtype=torch.float32
     )
 
 

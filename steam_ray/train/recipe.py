@@ -120,7 +120,7 @@ class FineTuneRecipe:
         cfg = self.cfg
         set_seed(cfg.seed)  # the same head init on every rank (DDP broadcasts rank 0's anyway)
         source = checkpoint_dir or resolve_model(cfg.model)
-        raw: torch.nn.Module = load_model(source)
+        raw: torch.nn.Module = load_model(source, cfg.dropout)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else 0)

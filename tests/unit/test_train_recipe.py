@@ -184,3 +184,27 @@ def test_fixed_batch_schedule_counts_the_partial_batch() -> None:
     assert steps_per_epoch(1, 1, 4, 64, None, 1) == 1
     # token budget: an estimate at 80% fill (25k tokens per rank / 800).
     assert steps_per_epoch(1000, 50_000, 2, 10, 1000, 1) == 31
+
+
+def test_dropout_setting_reaches_every_dropout_of_the_model(minilm_path: str) -> None:
+    from steam_ray.train.loop import load_model
+
+    def rates(model: torch.nn.Module) -> set[float]:
+        return {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+
+    default = load_model(minilm_path)
+    assert rates(default) == {0.1}  # MiniLM's own
+    model = load_model(minilm_path, dropout=0.3)
+    assert model.config.hidden_dropout_prob == 0.3
+    assert model.config.attention_probs_dropout_prob == 0.3
+    assert rates(model) == {0.3}
+    # Same weights: dropout changes training noise, not the loaded parameters.
+    assert torch.equal(default.get_input_embeddings().weight, model.get_input_embeddings().weight)
+
+
+def test_recipe_builds_the_model_with_the_configured_dropout(
+    minilm_path: str, tmp_path: Path
+) -> None:
+    recipe = _recipe(minilm_path, tmp_path, dropout=0.05)
+    recipe.setup()
+    assert {m.p for m in recipe.raw.modules() if isinstance(m, torch.nn.Dropout)} == {0.05}

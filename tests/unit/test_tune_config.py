@@ -42,6 +42,9 @@ def test_space_and_train_overrides() -> None:
     space = param_space(cfg.tune)
     assert isinstance(space["lr"], Float) and isinstance(space["batch_size"], Categorical)
     assert space["batch_size"].categories == [16, 32]
+    # The model's dropout is searched too, and a sampled value is a valid train setting.
+    assert isinstance(space["dropout"], Float)
+    assert TrainConfig(dropout=space["dropout"].sample()).dropout is not None
 
 
 def test_max_concurrent_from_cluster_resources() -> None:
