@@ -119,7 +119,8 @@ def main() -> None:
         address="local",
         num_cpus=args.cpus,
         object_store_memory=512 * 1024**2,
-        include_dashboard=False,
+        # With the dashboard: Ray Train frees ASHA-stopped trials' placement groups through
+        # the state API it serves (without it this sweep hung, see steam_ray.tune).
     )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:

@@ -10,10 +10,12 @@ Layout: OUTPUT is the Tune experiment dir. Trial ``<id>``'s Tune files and its R
 ``tensorboard --logdir OUTPUT`` shows every trial. ``OUTPUT/result.json`` is the sweep's
 summary, ``OUTPUT/history.json`` every trial's evaluations (for ``steam-ray tune report``).
 
-Stopping: when ASHA stops a trial, Tune ends the trial actor; the Ray Train controller is an
-actor owned by it and the workers and placement group are owned by the controller, so the
-whole run goes with it and its CPUs return to the cluster (``tests/integration/test_tune.py``
-checks that on the pinned Ray).
+Stopping: when ASHA stops a trial, Tune ends the trial actor; the Ray Train controller and its
+workers, actors owned by it, go with it. The run's placement group belongs to the job: Ray
+Train's detached ``PlacementGroupCleaner`` removes it once the state API (the dashboard) says
+the controller is dead, so an ASHA sweep requires the dashboard (``require_state_api``), and
+then the CPUs return to the cluster (``tests/integration/test_tune.py`` checks that on the
+pinned Ray).
 """
 
 from __future__ import annotations
@@ -218,6 +220,39 @@ def _scheduler(tcfg: TuneConfig, base: TrainConfig, max_t: int) -> Any:
     )
 
 
+def require_state_api(timeout_s: int = 30) -> None:
+    """Fail fast unless Ray's state API (served by the dashboard) answers.
+
+    Tune stops an early-stopped trial by killing its actor; the Ray Train run's placement
+    group belongs to the job, and Ray Train's ``PlacementGroupCleaner`` frees it only after
+    asking the state API whether the trial's controller is dead. Without the dashboard it
+    never gets an answer: stopped trials keep their CPUs/GPUs and the sweep stalls
+    (measured: a 4-CPU sweep hung after ASHA's first two stops).
+    """
+    import ray
+    from ray.util.state import list_nodes
+
+    node_id = ray.get_runtime_context().get_node_id()
+    try:
+        # This node, not just any answer: with no dashboard of its own, the client falls
+        # back to 127.0.0.1:8265, which may be another Ray's on the same machine.
+        nodes = list_nodes(
+            filters=[("node_id", "=", node_id)],
+            timeout=timeout_s,
+            raise_on_missing_output=False,
+        )
+        problem = "" if nodes else "it answers for another Ray cluster"
+    except Exception as exc:
+        problem = f"{type(exc).__name__}"
+    if problem:
+        raise ConfigError(
+            f"Ray's state API (the dashboard) is not reachable on this cluster ({problem}). "
+            "Ray Train frees an early-stopped trial's placement group through it; without it "
+            "ASHA-stopped trials keep their CPUs/GPUs and the sweep stalls. Start Ray with its "
+            "dashboard (the default; not --include-dashboard=false), or use --scheduler fifo."
+        )
+
+
 def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) a sweep; returns and writes OUTPUT/result.json."""
     import ray
@@ -246,6 +281,8 @@ def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     output = storage.join(storage_path, name)
     if not ray.is_initialized():
         ray.init()
+    if tcfg.scheduler == "asha":
+        require_state_api()
     concurrent = auto_max_concurrent(base, tcfg)
     from steam_ray.train.trainer import run_info_for
 

@@ -299,3 +299,28 @@ def test_resume_after_driver_killed(ray_cluster: Any, data_dir: Path, tmp_path: 
             == finished_ckpts[trial_id]
         )
     assert record["best_trial_id"] in trials
+
+
+def test_asha_sweep_needs_the_state_api(ray_cluster: Any) -> None:
+    """ASHA-stopped trials' placement groups are freed through the state API (the dashboard):
+    the shared cluster has it; a Ray without its dashboard is refused before any trial runs
+    (measured without this check: the sweep hung once stopped trials held every CPU)."""
+    from steam_ray.tune import require_state_api
+
+    require_state_api()  # the shared cluster: answers
+    code = (
+        "import ray\n"
+        "from steam_ray.tune import require_state_api\n"
+        "ray.init(address='local', num_cpus=1, include_dashboard=False)\n"
+        "try:\n"
+        "    require_state_api(timeout_s=10)\n"
+        "except Exception as exc:\n"
+        "    print(f'REFUSED {type(exc).__name__}: {exc}')\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert "REFUSED ConfigError" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert "dashboard" in proc.stdout and "--scheduler fifo" in proc.stdout
