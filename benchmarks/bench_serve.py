@@ -148,7 +148,10 @@ def run_contender(
             if attempt == 2:
                 raise
     try:
-        asyncio.run(closed_loop(url, texts, args.clients, args.warmup))
+        warm = asyncio.run(closed_loop(url, texts, args.clients, args.warmup))
+        if warm["requests"] == 0:  # a broken contender is not a slow one: stop here
+            failed = warm["errors"]
+            raise RuntimeError(f"{name}: all {failed} warm-up requests failed; see {log.name}")
         runs = []
         for i in range(args.repeats):
             r = asyncio.run(closed_loop(url, texts, args.clients, args.seconds))

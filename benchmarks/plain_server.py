@@ -12,15 +12,23 @@ from __future__ import annotations
 import argparse
 import os
 
+from pydantic import BaseModel, Field
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class Body(BaseModel):
+    """Module level: with postponed annotations FastAPI resolves ``body: Body`` in the module's
+    globals; a class local to main() made it a query parameter and every request a 422."""
+
+    reviews: list[str] = Field(..., min_length=1, max_length=256)
 
 
 def main() -> None:
     import torch
     import uvicorn
     from fastapi import FastAPI, HTTPException
-    from pydantic import BaseModel, Field
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     ap = argparse.ArgumentParser()
@@ -56,9 +64,6 @@ def main() -> None:
 
         def scores(texts: list[str]) -> list[float]:
             return [float(s) for s in pred.scores(texts)]
-
-    class Body(BaseModel):
-        reviews: list[str] = Field(..., min_length=1, max_length=256)
 
     app = FastAPI()
 
