@@ -98,6 +98,15 @@ def assert_no_live_placement_groups() -> None:
     assert not live, f"placement groups left behind: {live}"
 
 
+CONTROLLERS_BEFORE: set[str] = set()
+
+
+def _train_controllers() -> list[Any]:
+    from ray.util.state import list_actors
+
+    return list(list_actors(filters=[("class_name", "=", "TrainController")], limit=1000))
+
+
 @pytest.fixture(scope="module")
 def asha_sweep(
     ray_cluster: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -105,6 +114,8 @@ def asha_sweep(
     """One ASHA sweep, shared: its result, its report and its registry entry are checked."""
     root = tmp_path_factory.mktemp("tune-asha")
     out, registry = root / "sweep", root / "registry"
+    # Other tests' Train runs share the cluster: only this sweep's controllers are checked.
+    CONTROLLERS_BEFORE.update(a.actor_id for a in _train_controllers())
     record = sweep(sweep_config(data_dir, out, registry=str(registry)))
     return out, record, registry
 
@@ -113,7 +124,6 @@ def test_asha_stops_hopeless_trial_and_frees_its_resources(
     asha_sweep: tuple[Path, dict[str, Any], Path],
 ) -> None:
     import ray
-    from ray.util.state import list_actors
 
     out, record, _ = asha_sweep
 
@@ -166,7 +176,7 @@ def test_asha_stops_hopeless_trial_and_frees_its_resources(
     # Controllers hold no CPU, so the check above can pass while one is still exiting.
     deadline = time.monotonic() + 120
     while True:
-        controllers = list_actors(filters=[("class_name", "=", "TrainController")], limit=1000)
+        controllers = [a for a in _train_controllers() if a.actor_id not in CONTROLLERS_BEFORE]
         alive = [(a.actor_id, a.state) for a in controllers if a.state != "DEAD"]
         if (controllers and not alive) or time.monotonic() > deadline:
             break
