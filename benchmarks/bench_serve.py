@@ -6,7 +6,10 @@
 32 clients each send one review per request and wait for the answer before the next (closed
 loop). Reviews are the test split's texts (a realistic length mix), or synthetic Steam reviews
 (benchmarks/synth.py) with ``--synth``. Contenders, one after the other in the same run:
-- serve: `steam-ray serve` (its own local Ray), the CPU default backend, dynamic batching;
+- serve: `steam-ray serve` (its own local Ray), the CPU default backend, dynamic batching,
+  Serve's high-throughput mode (HAProxy ingress, RAY_SERVE_THROUGHPUT_OPTIMIZED): the default;
+- serve-classic: the same with `serve.high_throughput: false` (Serve's Python proxy actor);
+- serve-classic-throughput: the proxy actor with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 only;
 - plain: one uvicorn process running plain transformers + torch fp32 once per request;
 - plain-<backend>: the same, with Serve's backend (separates the backend's gain from batching).
 Also the model-only ceiling of Serve's backend: batches of 32 reviews sorted by length, no HTTP.
@@ -104,6 +107,65 @@ async def closed_loop(url: str, texts: list[str], clients: int, seconds: float) 
     }
 
 
+# Process-title keywords -> component, for the CPU accounting (Ray sets actor process titles).
+COMPONENTS = (
+    ("bin/haproxy", "haproxy"),
+    ("ProxyActor", "proxy"),
+    ("ServeController", "controller"),
+    ("ServeReplica", "replica"),
+    ("raylet", "ray system"),
+    ("gcs_server", "ray system"),
+    ("dashboard", "ray system"),
+    ("log_monitor", "ray system"),
+    ("monitor.py", "ray system"),
+)
+
+
+def component(proc: Any) -> str:
+    try:
+        title = " ".join(proc.cmdline()) or proc.name()
+    except Exception:  # exited between listing and reading
+        return "gone"
+    for key, label in COMPONENTS:
+        if key in title:
+            if label == "replica":  # ray::ServeReplica:APP:DEPLOYMENT -> the deployment
+                return "replica " + title.split(":")[-1].split()[0]
+            return label
+    return "server" if "ray::" not in title else "other ray workers"
+
+
+def cpu_seconds(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far, per component of the server's process tree."""
+    import psutil
+
+    out: dict[str, float] = {}
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return out
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        label = "server" if proc.pid == root_pid else component(proc)
+        out[label] = out.get(label, 0.0) + t.user + t.system
+    return out
+
+
+def cpu_per_request(
+    before: dict[str, float], after: dict[str, float], requests: int
+) -> dict[str, float]:
+    """CPU milliseconds per answered request, per component; where the time goes."""
+    n = max(1, requests)
+    return {
+        k: round((after.get(k, 0.0) - before.get(k, 0.0)) * 1000 / n, 2)
+        for k in sorted(set(before) | set(after))
+        if after.get(k, 0.0) - before.get(k, 0.0) > 0.005
+    }
+
+
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
     import httpx
 
@@ -154,7 +216,16 @@ def run_contender(
             raise RuntimeError(f"{name}: all {failed} warm-up requests failed; see {log.name}")
         runs = []
         for i in range(args.repeats):
+            import psutil
+
+            me = psutil.Process()
+            before, c0 = cpu_seconds(proc.pid), me.cpu_times()
             r = asyncio.run(closed_loop(url, texts, args.clients, args.seconds))
+            after, c1 = cpu_seconds(proc.pid), me.cpu_times()
+            before["load generator"] = c0.user + c0.system
+            after["load generator"] = c1.user + c1.system
+            r["cpu_ms_per_request"] = cpu_per_request(before, after, r["requests"])
+            print(f"{name:16s} CPU ms/request: {r['cpu_ms_per_request']}", flush=True)
             print(
                 f"{name:16s} run {i + 1}: {r['req_s']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
                 f"p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}",
@@ -186,6 +257,11 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = statistics.median(vals)
         out[f"{key}_range"] = (min(vals), max(vals))
     out["errors"] = sum(r["errors"] for r in runs)
+    parts = {k for r in runs for k in r.get("cpu_ms_per_request", {})}
+    out["cpu_ms_per_request"] = {
+        k: statistics.median(r.get("cpu_ms_per_request", {}).get(k, 0.0) for r in runs)
+        for k in sorted(parts)
+    }
     return out
 
 
@@ -202,14 +278,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument(
+        "--replica-cpus",
+        type=float,
+        default=1.0,
+        help="Logical CPUs per model replica (the ingress takes 0.1 of the node's).",
+    )
     ap.add_argument("--backend", default=CPU_DEFAULT_BACKEND)
     ap.add_argument("--max-batch-size", type=int, default=32)
     ap.add_argument("--batch-wait-ms", type=float, default=5.0)
-    ap.add_argument("--only", default="serve,plain,plain-backend,ceiling")
     ap.add_argument(
-        "--throughput-optimized",
-        action="store_true",
-        help="Also run Serve with RAY_SERVE_THROUGHPUT_OPTIMIZED=1.",
+        "--only",
+        default="serve,serve-classic,plain,ceiling",
+        help="Contenders, comma-separated, from: serve, serve-classic, "
+        "serve-classic-throughput, plain, plain-backend, ceiling.",
     )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -227,27 +309,30 @@ def main() -> None:
         "serve": {
             "backend": args.backend,
             "threads": args.threads,
-            "num_cpus": 1,
+            "num_cpus": args.replica_cpus,
             "max_batch_size": args.max_batch_size,
             "batch_wait_timeout_s": args.batch_wait_ms / 1000,
             "max_ongoing_requests": 256,
             "autoscaling": {"min_replicas": args.replicas, "max_replicas": args.replicas},
         }
     }
-    cfg_file = Path(tempfile.mkdtemp()) / "bench-serve.yaml"
-    cfg_file.write_text(yaml.safe_dump(cfg))
     contenders: list[tuple[str, list[str], int, dict[str, str]]] = []
-    if "serve" in only:
+
+    def serve_contender(name: str, high_throughput: bool, env: dict[str, str]) -> None:
+        cfg["serve"]["high_throughput"] = high_throughput
+        cfg_file = Path(tempfile.mkdtemp()) / "bench-serve.yaml"
+        cfg_file.write_text(yaml.safe_dump(cfg))
         port = free_port()
         cmd = [sys.executable, "-m", "steam_ray.cli", "serve", "--checkpoint", args.checkpoint]
         cmd += ["--port", str(port), "--config", str(cfg_file)]
-        contenders.append(("serve", cmd, port, {}))
-        if args.throughput_optimized:
-            port2 = free_port()
-            cmd2 = [*cmd[:-4], "--port", str(port2), "--config", str(cfg_file)]
-            contenders.append(
-                ("serve-throughput", cmd2, port2, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
-            )
+        contenders.append((name, cmd, port, env))
+
+    if "serve" in only:  # the default: Serve's high-throughput mode (HAProxy ingress)
+        serve_contender("serve", True, {})
+    if "serve-classic" in only:  # Serve's Python HTTP proxy actor
+        serve_contender("serve-classic", False, {})
+    if "serve-classic-throughput" in only:  # the proxy actor + RAY_SERVE_THROUGHPUT_OPTIMIZED
+        serve_contender("serve-classic-throughput", False, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
     plain = [sys.executable, str(REPO / "benchmarks" / "plain_server.py")]
     plain += ["--checkpoint", args.checkpoint, "--threads", str(args.threads)]
     if "plain" in only:
@@ -288,6 +373,11 @@ def main() -> None:
             f"| {name} | {r['req_s']:.1f} ({lo:.1f}-{hi:.1f}) | {r['p50_ms']:.0f} | "
             f"{r['p99_ms']:.0f} | {r['errors']} |"
         )
+    print("\nCPU ms per answered request, by component (median over runs):")
+    for name, r in results.items():
+        if r.get("cpu_ms_per_request"):
+            total = sum(r["cpu_ms_per_request"].values())
+            print(f"  {name}: total {total:.1f}; {r['cpu_ms_per_request']}")
     if "serve" in results and "plain" in results:
         s, p = results["serve"], results["plain"]
         print(
