@@ -280,7 +280,7 @@ class TuneConfig(_Section):
     # ASHA: the time attribute is the optimizer step; the first rung is after this many steps
     # (None: the first evaluation); each rung keeps 1/reduction_factor of the trials.
     grace_period_steps: int | None = Field(None, ge=1)
-    reduction_factor: float = Field(3.0, gt=1)
+    reduction_factor: float = Field(4.0, gt=1)
     # Tune-level retries of a failed trial (Ray Train retries workers inside a trial first).
     max_failures: int = Field(0, ge=0)
 
@@ -366,6 +366,11 @@ class ServeConfig(_Section):
     num_gpus: float = Field(0.0, ge=0)
     # torch / onnxruntime intra-op threads per replica (None: the replica's CPUs, at least 1).
     threads: int | None = Field(None, ge=1)
+    # Ray Serve's documented high-throughput mode (Ray >= 2.55) for a Ray that `steam-ray
+    # serve` starts itself: HAProxy ingress + RAY_SERVE_THROUGHPUT_OPTIMIZED (see
+    # steam_ray.serve.run.high_throughput_env). On a cluster the nodes' environment decides
+    # (cluster/ sets it).
+    high_throughput: bool = True
     ingress_num_cpus: float = Field(0.1, ge=0)
     ingress_replicas: int = Field(1, ge=1)
     ingress_max_ongoing_requests: int = Field(256, ge=1)

