@@ -82,6 +82,25 @@ def _alive(procs: list[psutil.Process]) -> list[str]:
     return out
 
 
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    """`steam-ray serve` in its own session (so a failed test can kill all of it)."""
+    return subprocess.Popen(
+        _cli(*args),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _assert_all_gone(started: list[psutil.Process]) -> None:
+    deadline = time.monotonic() + 30
+    while _alive(started) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert _alive(started) == [], "Ray processes left behind"
+
+
 def _names(procs: list[psutil.Process]) -> str:
     out = []
     for p in procs:
@@ -108,14 +127,7 @@ def test_serve_process_stops_cleanly_on_signal(
         config = tmp_path / "classic.yaml"
         config.write_text(yaml.safe_dump({"serve": {"high_throughput": False}}))
         args += ["--config", str(config)]
-    proc = subprocess.Popen(
-        _cli(*args),
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _start(args)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -141,10 +153,7 @@ def test_serve_process_stops_cleanly_on_signal(
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out[-3000:]
     assert "serve stopped" in out
-    deadline = time.monotonic() + 30
-    while _alive(started) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert _alive(started) == [], "Ray processes left behind"
+    _assert_all_gone(started)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
 
@@ -156,14 +165,7 @@ def test_serve_process_stops_on_signal_during_startup(checkpoint: Path, tmp_path
     config.write_text(yaml.safe_dump({"serve": {"num_cpus": 64}}))  # this node has 2-4
     port = free_port()
     args = ["serve", "--checkpoint", str(checkpoint), "--port", str(port), "--config", str(config)]
-    proc = subprocess.Popen(
-        _cli(*args),
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _start(args)
     try:
         deadline = time.monotonic() + 300
         # The ingress replica is up (it needs 0.1 CPU), the model's is pending: inside deploy.
@@ -183,7 +185,4 @@ def test_serve_process_stops_on_signal_during_startup(checkpoint: Path, tmp_path
     assert proc.returncode == 0, out[-3000:]
     assert "before the app was ready" in out and "serve stopped" in out, out[-3000:]
     assert stop_s < 90, f"took {stop_s:.0f}s to stop"
-    deadline = time.monotonic() + 30
-    while _alive(started) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert _alive(started) == [], "Ray processes left behind"
+    _assert_all_gone(started)
