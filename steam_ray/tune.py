@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import posixpath
 import time
 from pathlib import Path
@@ -148,6 +149,24 @@ def _split_output(output: str) -> tuple[str, str]:
     return parent, name
 
 
+def pin_cluster_address() -> None:
+    """Give this trial's Ray Train run its cluster's address (call in the trial's process).
+
+    When Tune stops a trial it kills the trial's actor; Ray Train's detached
+    PlacementGroupCleaner then frees the run's placement group once the state API says the
+    controller is dead. The cleaner finds the state API by auto-detecting the cluster: with a
+    second Ray instance on the machine that raises "Found multiple active Ray instances", its
+    monitor thread dies, and the stopped trial keeps its CPUs for good (a sweep then hangs;
+    seen on Ray 2.60). Ray Train passes the variables named in ENV_VARS_TO_PROPAGATE from the
+    process that calls fit() to its controller (whose child the cleaner is) and workers.
+    """
+    import ray
+    from ray.train.v2._internal import constants
+
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    constants.ENV_VARS_TO_PROPAGATE.add("RAY_ADDRESS")
+
+
 def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: dict[str, Any]) -> None:
     """The trial driver: one Ray Train run with this trial's hyperparameters."""
     from ray import tune
@@ -155,6 +174,7 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: dict[str, 
 
     from steam_ray.train.trainer import build_trainer
 
+    pin_cluster_address()  # this process is the trial's own actor: the change stays here
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     name = f"{TRIAL_PREFIX}{trial_id}"
@@ -408,6 +428,10 @@ def summarize(grid: Any, tcfg: TuneConfig, output: str, base: TrainConfig) -> di
         for row in curve:
             score = _finite(row.get(tcfg.metric))
             if score is None or not isinstance(row.get(CHECKPOINT_KEY), str):
+                continue
+            # Ray Train keeps `keep_checkpoints` by score; on a tie it may keep a later one
+            # than the first best evaluation: only a checkpoint still on storage can win.
+            if not storage.exists(storage.user_path(output, str(row[CHECKPOINT_KEY]))):
                 continue
             if best_row is None or _better(score, float(best_row[tcfg.metric]), tcfg.mode):
                 best_row = row

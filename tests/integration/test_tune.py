@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,51 @@ def _train_controllers() -> list[Any]:
 
 
 @pytest.fixture(scope="module")
+def other_ray_instance(ray_cluster: Any) -> Iterator[None]:
+    """A second, unrelated local Ray on the machine during the sweep (a developer's, another
+    test's). Ray Train's placement-group cleaner auto-detects its cluster, failed with "Found
+    multiple active Ray instances", and an ASHA-stopped trial kept its CPUs; see
+    steam_ray.tune.pin_cluster_address."""
+    from ray._private.services import find_gcs_addresses
+
+    def gcs_count() -> int:
+        find_gcs_addresses.cache_clear()  # Ray caches a non-empty answer
+        return len(find_gcs_addresses())
+
+    before = gcs_count()
+    code = (
+        "import ray, time; ray.init(address='local', num_cpus=0, include_dashboard=False); "
+        "time.sleep(3600)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while gcs_count() <= before:
+            assert proc.poll() is None, "the second Ray instance did not start"
+            assert time.monotonic() < deadline, "the second Ray instance did not start"
+            time.sleep(1)
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
 def asha_sweep(
-    ray_cluster: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    ray_cluster: Any,
+    other_ray_instance: None,
+    data_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, dict[str, Any], Path]:
     """One ASHA sweep, shared: its result, its report and its registry entry are checked."""
     root = tmp_path_factory.mktemp("tune-asha")
@@ -341,3 +385,64 @@ def test_asha_sweep_needs_the_state_api(ray_cluster: Any) -> None:
     )
     assert "REFUSED ConfigError" in proc.stdout, proc.stdout + proc.stderr[-3000:]
     assert "dashboard" in proc.stdout and "--scheduler fifo" in proc.stdout
+
+
+PROBE = """
+import json, os, sys
+import ray
+
+ray.init(address="local", num_cpus=1)  # as `steam-ray tune` and bench_tune start one
+
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def query(self, actor_id, pin):
+        from ray.util.state import get_actor
+
+        if pin:
+            from ray.train.v2._internal.constants import get_env_vars_to_propagate
+
+            from steam_ray.tune import pin_cluster_address
+
+            pin_cluster_address()
+            assert get_env_vars_to_propagate()["RAY_ADDRESS"] == os.environ["RAY_ADDRESS"]
+        try:
+            state = get_actor(actor_id, timeout=30)
+        except ConnectionError as exc:
+            return f"ConnectionError: {exc}"
+        return "found" if state is not None else "not found"
+
+
+# One process each (an actor is one): the pinned one must not lend the other its env.
+unpinned, pinned = Probe.remote(), Probe.remote()
+actor_id = pinned._actor_id.hex()
+out = {"unpinned": ray.get(unpinned.query.remote(actor_id, False))}
+out["pinned"] = ray.get(pinned.query.remote(actor_id, True))
+print("PROBE " + json.dumps(out), flush=True)
+"""
+
+
+def test_pinned_address_reaches_the_state_api_with_two_rays(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """The mechanism behind pin_cluster_address, in the worker processes of a Ray started by
+    ``ray.init(address="local")`` while another Ray runs on the machine (this session's):
+    there the state API (what Ray Train's placement-group cleaner calls) does not reach its
+    own cluster, and does once RAY_ADDRESS is pinned, which Ray Train then forwards to its
+    controller and workers."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(repo)
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("PROBE ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = json.loads(lines[-1].removeprefix("PROBE "))
+    # Unpinned, the query fails ("Found multiple active Ray instances", seen in bench_tune's
+    # cleaner logs) or asks the other cluster, where the live actor is "not found" (seen
+    # here): a cleaner would then free a running trial's placement group.
+    assert out["unpinned"] != "found", out
+    assert out["pinned"] == "found", out
