@@ -244,7 +244,7 @@ def ceiling(args: argparse.Namespace, texts: list[str], backend: str) -> list[fl
 
     from steam_ray.serve.backends import Predictor
 
-    pred = Predictor(args.checkpoint, backend=backend, threads=args.threads)  # type: ignore[arg-type]
+    pred = Predictor(args.checkpoint, backend=backend, threads=args.plain_threads)  # type: ignore[arg-type]
     rng = random.Random(0)
     sample = [rng.choice(texts) for _ in range(2048)]
     return [throughput(pred, sample, 32, args.seconds / 2) for _ in range(args.repeats)]
@@ -276,7 +276,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="Per model replica.")
+    ap.add_argument(
+        "--plain-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="The plain server's and the model-only ceiling's threads (default: every core).",
+    )
     ap.add_argument("--replicas", type=int, default=1)
     ap.add_argument(
         "--replica-cpus",
@@ -334,7 +340,7 @@ def main() -> None:
     if "serve-classic-throughput" in only:  # the proxy actor + RAY_SERVE_THROUGHPUT_OPTIMIZED
         serve_contender("serve-classic-throughput", False, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
     plain = [sys.executable, str(REPO / "benchmarks" / "plain_server.py")]
-    plain += ["--checkpoint", args.checkpoint, "--threads", str(args.threads)]
+    plain += ["--checkpoint", args.checkpoint, "--threads", str(args.plain_threads)]
     if "plain" in only:
         port = free_port()
         contenders.append(("plain", [*plain, "--port", str(port)], port, {}))
@@ -356,7 +362,7 @@ def main() -> None:
             "req_s_range": (min(rates), max(rates)),
         }
         print(
-            f"ceiling ({args.backend}, batches of 32, {args.threads} threads): "
+            f"ceiling ({args.backend}, batches of 32, {args.plain_threads} threads): "
             f"{', '.join(f'{r:.1f}' for r in rates)} reviews/s",
             flush=True,
         )
