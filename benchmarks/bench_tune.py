@@ -108,7 +108,7 @@ def main() -> None:
     # RESULTS.md); the grace period is one evaluation.
     parser.add_argument("--max-steps", type=int, default=200)
     parser.add_argument("--eval-every", type=int, default=40)
-    parser.add_argument("--reduction-factor", type=float, default=4.0)
+    parser.add_argument("--reduction-factor", type=float, default=3.0)
     parser.add_argument(
         "--eval-rows", type=int, default=0, help="validation rows per evaluation (0: all)"
     )

@@ -280,7 +280,7 @@ class TuneConfig(_Section):
     # ASHA: the time attribute is the optimizer step; the first rung is after this many steps
     # (None: the first evaluation); each rung keeps 1/reduction_factor of the trials.
     grace_period_steps: int | None = Field(None, ge=1)
-    reduction_factor: float = Field(4.0, gt=1)
+    reduction_factor: float = Field(3.0, gt=1)
     # Tune-level retries of a failed trial (Ray Train retries workers inside a trial first).
     max_failures: int = Field(0, ge=0)
 
