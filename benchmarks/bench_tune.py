@@ -62,7 +62,10 @@ def run_sweep(
                 "train": {
                     "data": data,
                     "num_workers": 1,
-                    "cpus_per_worker": 1,
+                    "cpus_per_worker": args.cpus_per_trial,
+                    "use_gpu": args.gpus_per_trial > 0,
+                    "gpus_per_worker": args.gpus_per_trial or 1.0,
+                    **({"model": args.model} if args.model else {}),
                     "max_steps": args.max_steps,
                     "eval_every_steps": args.eval_every,
                     "max_eval_rows": args.eval_rows or None,
@@ -94,6 +97,15 @@ def run_sweep(
         "best": record["best_metrics"]["macro_f1"] if record["best_metrics"] else None,
         "stopped_early": sum(bool(t["stopped_early"]) for t in record["trials"]),
         "trials": len(record["trials"]),
+        "per_trial": [
+            {
+                "config": t["config"],
+                "steps": t["metrics"].get("step"),
+                "best": (t.get("best_metrics") or {}).get("macro_f1"),
+                "stopped_early": t["stopped_early"],
+            }
+            for t in record["trials"]
+        ],
     }
 
 
@@ -115,6 +127,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--cpus", type=int, default=4, help="logical CPUs of the local cluster")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="GPU share per trial (0: CPU trials)"
+    )
+    parser.add_argument("--model", help="model name or path (default: the config's)")
+    parser.add_argument("--json", help="also append each sweep's figures to this JSONL file")
     args = parser.parse_args()
 
     import ray
@@ -140,6 +158,9 @@ def main() -> None:
                 pair[scheduler] = res
                 rows.append(res)
                 print(json.dumps(res), flush=True)
+                if args.json:
+                    with open(args.json, "a") as fh:
+                        fh.write(json.dumps(res) + "\n")
             a, f = pair["asha"], pair["fifo"]
             print(
                 f"repeat {rep}: ASHA/FIFO trial steps {a['trial_steps']}/{f['trial_steps']} = "

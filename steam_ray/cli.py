@@ -90,6 +90,9 @@ RegistryOpt = Annotated[
     typer.Option(help="Register the best checkpoint in this registry (dir or gs:// / s3:// URI)."),
 ]
 ModelNameOpt = Annotated[str | None, typer.Option(help="Registry model name.")]
+GpusPerWorkerOpt = Annotated[
+    float | None, typer.Option(help="GPUs per worker with --use-gpu (< 1: trials share a GPU).")
+]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Move the best pointer even if not better (recorded).")
 ]
@@ -212,6 +215,7 @@ def train(
     model: Annotated[str | None, typer.Option(help="Hub name or local path.")] = None,
     num_workers: Annotated[int | None, typer.Option(help="DDP workers.")] = None,
     use_gpu: Annotated[bool | None, typer.Option("--use-gpu/--no-gpu")] = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
     cpus_per_worker: Annotated[float | None, typer.Option()] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
@@ -250,6 +254,7 @@ def train(
         model=model,
         num_workers=num_workers,
         use_gpu=use_gpu,
+        gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker,
         epochs=epochs,
         max_steps=max_steps,
@@ -328,6 +333,7 @@ def tune(
     num_workers: Annotated[int | None, typer.Option(help="DDP workers per trial.")] = None,
     cpus_per_worker: Annotated[float | None, typer.Option()] = None,
     use_gpu: Annotated[bool | None, typer.Option("--use-gpu/--no-gpu")] = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
     eval_every_steps: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option(help="Searcher seed.")] = None,
     model_name: ModelNameOpt = None,
@@ -352,6 +358,7 @@ def tune(
             "num_workers": num_workers,
             "cpus_per_worker": cpus_per_worker,
             "use_gpu": use_gpu,
+            "gpus_per_worker": gpus_per_worker,
             "eval_every_steps": eval_every_steps,
         }.items()
         if v is not None

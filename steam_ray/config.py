@@ -158,6 +158,9 @@ class TrainConfig(_Section):
     model: str = OFFLINE_MODEL_NAME
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
+    # GPUs per worker with use_gpu. Below 1 packs several single-worker runs (Tune trials of a
+    # small model) onto one GPU; a multi-worker run needs whole GPUs (NCCL: one rank per GPU).
+    gpus_per_worker: float = Field(1.0, gt=0, le=8)
     # CPUs reserved per worker. Keep below the node's CPUs so Ray Data ingest always has CPU.
     cpus_per_worker: float = Field(0.5, gt=0)
     # Ray placement of the workers; STRICT_SPREAD puts each worker on its own node.
@@ -214,6 +217,17 @@ class TrainConfig(_Section):
     shuffle_buffer_rows: int = Field(8192, ge=1)
     # Test hooks (fault injection); not for normal runs.
     faults: FaultConfig = Field(default_factory=FaultConfig)
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> TrainConfig:
+        if self.gpus_per_worker != 1 and not self.use_gpu:
+            raise ValueError("gpus_per_worker needs use_gpu: true")
+        if self.gpus_per_worker < 1 and self.num_workers > 1:
+            raise ValueError(
+                f"gpus_per_worker {self.gpus_per_worker:g} < 1 needs num_workers 1: NCCL "
+                "cannot run two ranks of one run on the same GPU"
+            )
+        return self
 
     def resolved_checkpoint_mode(self) -> Literal["max", "min"]:
         if self.checkpoint_mode is not None:

@@ -138,6 +138,21 @@ def run_info_for(cfg: TrainConfig, manifest: Manifest, run_dir: str, name: str) 
     }
 
 
+def scaling_config(cfg: TrainConfig) -> Any:
+    """Workers and what each reserves; a GPU share below 1 packs trials onto one GPU."""
+    from ray.train import ScalingConfig
+
+    resources: dict[str, float] = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = cfg.gpus_per_worker
+    return ScalingConfig(
+        num_workers=cfg.num_workers,
+        use_gpu=cfg.use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=cfg.placement_strategy,
+    )
+
+
 def build_trainer(
     cfg: TrainConfig,
     run_info: dict[str, Any],
@@ -148,7 +163,7 @@ def build_trainer(
     worker_env: dict[str, str] | None = None,
 ) -> Any:
     """The TorchTrainer for one run: used by ``train`` and by each Tune trial."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     # Only the columns training needs: text/group stay on disk. Read tasks ask for a fraction
@@ -177,12 +192,7 @@ def build_trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": cfg.model_dump(mode="json"), "run": run_info},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers,
-            use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.cpus_per_worker},
-            placement_strategy=cfg.placement_strategy,
-        ),
+        scaling_config=scaling_config(cfg),
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,

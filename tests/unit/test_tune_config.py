@@ -72,3 +72,24 @@ def test_planned_steps_is_the_longest_trial() -> None:
         TrainConfig(num_workers=1, epochs=2), TuneConfig(space={}), 1600, 160_000
     )
     assert steps16 == 200 and steps32 == 100
+
+
+def test_gpu_share_packs_trials_onto_a_gpu() -> None:
+    from steam_ray.train.trainer import scaling_config
+
+    tcfg = TuneConfig(num_samples=8)
+    quarter = TrainConfig(num_workers=1, cpus_per_worker=1, use_gpu=True, gpus_per_worker=0.25)
+    # One GPU, 16 CPUs: four quarter-GPU trials fit; whole-GPU trials one at a time.
+    assert max_concurrent_for(quarter, tcfg, cpus=16, gpus=1) == 4
+    whole = TrainConfig(num_workers=1, cpus_per_worker=1, use_gpu=True)
+    assert max_concurrent_for(whole, tcfg, cpus=16, gpus=1) == 1
+    with pytest.raises(ConfigError, match=r"0\.25 GPUs"):
+        max_concurrent_for(quarter, tcfg, cpus=16, gpus=0)
+    # What Ray Train reserves per worker follows the share.
+    assert scaling_config(quarter).num_gpus_per_worker == 0.25
+    assert scaling_config(whole).num_gpus_per_worker == 1
+    assert scaling_config(TrainConfig(num_workers=1)).num_gpus_per_worker == 0
+    with pytest.raises(ValueError, match="NCCL"):
+        TrainConfig(num_workers=2, use_gpu=True, gpus_per_worker=0.5)
+    with pytest.raises(ValueError, match="needs use_gpu"):
+        TrainConfig(gpus_per_worker=0.5)
