@@ -158,12 +158,21 @@ def class_weights(positive: int, negative: int) -> torch.Tensor:
     )
 
 
+def _on(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device.type == device.type and device.index in (None, t.device.index)
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Host batch -> device. On CUDA: pinned memory and a non-blocking copy (the host keeps
-    preparing the next batch while this one transfers)."""
+    """Batch -> device. Fixed-size batches arrive there already (Ray Data's
+    ``iter_torch_batches`` moves them to the Train worker's device on its prefetch thread);
+    token-budget batches come from the host: on CUDA, pinned memory and a non-blocking copy
+    (the host keeps preparing the next batch while this one transfers)."""
     if device.type != "cuda":
         return {k: v.to(device) for k, v in batch.items()}
-    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {
+        k: v if _on(v, device) else v.pin_memory().to(device, non_blocking=True)
+        for k, v in batch.items()
+    }
 
 
 class LossWindow:

@@ -174,6 +174,10 @@ def test_to_device_pins_and_copies_async_on_cuda() -> None:
     batch = pad_batch([[1, 2, 3], [4]], [1, 0], pad_id=0)
     moved = to_device(batch, torch.device("cuda"))
     assert all(v.is_cuda for v in moved.values())
+    # Fixed-size batches arrive on the GPU already (Ray Data moves them): passed through, not
+    # pinned (pin_memory() on a CUDA tensor raises; every GPU trial failed on it).
+    again = to_device(moved, torch.device("cuda", torch.cuda.current_device()))
+    assert all(again[k] is moved[k] for k in moved)
 
 
 def test_fixed_batch_schedule_counts_the_partial_batch() -> None:
