@@ -229,6 +229,19 @@ class TrainConfig(_Section):
             )
         return self
 
+    def with_absolute_paths(self) -> TrainConfig:
+        """Local ``data`` and model directory as absolute paths, meant from the caller's cwd.
+
+        Ray runs the rest elsewhere: a Tune trial in its trial directory, Ray Data's file
+        listing in another worker, where a relative path names nothing (or something else).
+        """
+        update: dict[str, str] = {}
+        if "://" not in self.data:
+            update["data"] = str(Path(self.data).expanduser().resolve())
+        if os.path.isdir(self.model):
+            update["model"] = str(Path(self.model).resolve())
+        return self.model_copy(update=update)
+
     def resolved_checkpoint_mode(self) -> Literal["max", "min"]:
         if self.checkpoint_mode is not None:
             return self.checkpoint_mode

@@ -282,7 +282,7 @@ def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     from steam_ray.train.trainer import validate_inputs
 
     tcfg = cfg.tune
-    base = trial_train_config(cfg)
+    base = trial_train_config(cfg).with_absolute_paths()
     manifest = validate_inputs(base)
     train_stats = manifest.splits["train"]
     max_t = planned_steps(base, tcfg, train_stats.rows, train_stats.tokens)

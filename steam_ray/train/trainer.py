@@ -212,6 +212,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune with Ray Train; returns (and writes to OUTPUT/result.json) the run record."""
     import ray
 
+    cfg = cfg.with_absolute_paths()
     manifest = validate_inputs(cfg)
     t0 = time.perf_counter()
     name = cfg.experiment_name or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")

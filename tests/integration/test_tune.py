@@ -292,11 +292,16 @@ def _experiment_state_terminated(out: Path) -> set[str]:
     return done
 
 
-def test_resume_after_driver_killed(ray_cluster: Any, data_dir: Path, tmp_path: Path) -> None:
+def test_resume_after_driver_killed(
+    ray_cluster: Any, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "sweep"
     cfg_file = tmp_path / "tune.yaml"
+    # The data dir as a user writes it: relative to where they run the command. Trials run in
+    # their trial dirs (and Ray Data lists files in other workers): the sweep must pin it.
+    monkeypatch.chdir(tmp_path)
     cfg = sweep_config(
-        data_dir,
+        Path(os.path.relpath(data_dir, tmp_path)),
         out,
         num_samples=3,
         max_concurrent=1,
@@ -317,7 +322,7 @@ def test_resume_after_driver_killed(ray_cluster: Any, data_dir: Path, tmp_path: 
     cmd = [sys.executable, "-m", "steam_ray.cli", "tune", "--config", str(cfg_file)]
     log = (tmp_path / "driver.log").open("w")
     proc = subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path
     )
     try:
         deadline = time.monotonic() + 1500  # a trial took >10 min on the contended host

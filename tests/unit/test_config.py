@@ -16,6 +16,7 @@ from steam_ray.config import (
     OFFLINE_MODEL_NAME,
     STEAM_COLUMNS,
     DataConfig,
+    TrainConfig,
     find_config_file,
     load_config,
     resolve_model,
@@ -88,3 +89,15 @@ def test_csv_chunk_help_quotes_the_real_default() -> None:
     default_mb = DataConfig().csv_chunk_bytes / 2**20
     assert default_mb == 8
     assert f"Target MB per CSV read task (default {default_mb:g})." in text
+
+
+def test_local_inputs_become_absolute_for_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my-model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(data="artifacts/data", model="my-model").with_absolute_paths()
+    assert cfg.data == str(tmp_path / "artifacts" / "data")
+    assert cfg.model == str(tmp_path / "my-model")
+    remote = TrainConfig(data="gs://bucket/data", model="distilbert-base-uncased")
+    assert remote.with_absolute_paths() == remote  # URIs and hub names are left alone
