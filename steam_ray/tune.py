@@ -430,11 +430,12 @@ def summarize(grid: Any, tcfg: TuneConfig, output: str, base: TrainConfig) -> di
             score = _finite(row.get(tcfg.metric))
             if score is None or not isinstance(row.get(CHECKPOINT_KEY), str):
                 continue
-            # Ray Train keeps `keep_checkpoints` by score; on a tie it may keep a later one
-            # than the first best evaluation: only a checkpoint still on storage can win.
-            if not storage.exists(storage.user_path(output, str(row[CHECKPOINT_KEY]))):
+            if best_row is not None and not _better(score, float(best_row[tcfg.metric]), tcfg.mode):
                 continue
-            if best_row is None or _better(score, float(best_row[tcfg.metric]), tcfg.mode):
+            # Ray Train keeps `keep_checkpoints` by score; on a tie it may keep a later one
+            # than the first best evaluation: only a checkpoint still on storage can win
+            # (checked only for a would-be best: one storage request, not one per row).
+            if storage.exists(storage.user_path(output, str(row[CHECKPOINT_KEY]))):
                 best_row = row
         checkpoint = (
             storage.user_path(output, str(best_row[CHECKPOINT_KEY]))
