@@ -118,15 +118,15 @@ def max_concurrent_for(base: TrainConfig, tcfg: TuneConfig, cpus: float, gpus: f
     if tcfg.max_concurrent is not None:
         return min(tcfg.max_concurrent, tcfg.num_samples)
     per_trial_cpu = base.num_workers * base.cpus_per_worker
+    per_trial_gpu = base.num_workers * base.gpus_per_worker
     fit = math.floor((cpus - tcfg.reserve_cpus) / per_trial_cpu + 1e-9)
     if base.use_gpu:
-        fit = min(fit, math.floor(gpus / (base.num_workers * base.gpus_per_worker) + 1e-9))
+        fit = min(fit, math.floor(gpus / per_trial_gpu + 1e-9))
     if fit < 1:
-        gpus_needed = base.num_workers * base.gpus_per_worker
         raise ConfigError(
             f"one trial needs {per_trial_cpu:g} CPUs ({base.num_workers} workers x "
             f"{base.cpus_per_worker:g}) plus {tcfg.reserve_cpus:g} kept for "
-            f"data ingest{f' and {gpus_needed:g} GPUs' if base.use_gpu else ''}, "
+            f"data ingest{f' and {per_trial_gpu:g} GPUs' if base.use_gpu else ''}, "
             f"but the cluster has {cpus:g} CPUs / {gpus:g} GPUs"
         )
     return min(fit, tcfg.num_samples)
