@@ -1,11 +1,12 @@
 """ASHA vs FIFO: one sweep (search space, searcher seed, trials) with and without early stopping.
 
-Both sweeps run ``steam_ray.tune.sweep`` (Optuna TPE, one Ray Train run per trial, the
-default search space of ``TuneConfig``) on the offline sample data (``steam-ray data prepare
---source sample``, prepared here if --data is not given) on one local Ray cluster, one after
-the other. Printed per scheduler: trial steps spent (the sum over trials of the optimizer steps
-each ran), wall time, the best metric found; then ASHA / FIFO as ratios. Goal: ASHA spends at
-most half the trial steps for a best metric within 0.01 of FIFO's.
+Both sweeps run ``steam_ray.tune.sweep`` (Optuna TPE or ``--search random``, one Ray Train
+run per trial, the default search space of ``TuneConfig``) on the offline sample data
+(``steam-ray data prepare --source sample``, prepared here if --data is not given) on one
+local Ray cluster, one after the other. Printed per scheduler: trial steps spent (the sum
+over trials of the optimizer steps each ran), wall time, the best metric found; then ASHA /
+FIFO as ratios. Goal: ASHA spends at most half the trial steps for a best metric within 0.01
+of FIFO's.
 
 Run: ``.venv/bin/python benchmarks/bench_tune.py`` (add ``--repeats 2`` for a spread).
 """
@@ -55,7 +56,7 @@ def run_sweep(
                 "num_samples": args.trials,
                 "max_concurrent": args.concurrent,
                 "scheduler": scheduler,
-                "search": "optuna",
+                "search": args.search,
                 "seed": seed,
                 "reduction_factor": args.reduction_factor,
                 "grace_period_steps": args.eval_every,
@@ -125,6 +126,10 @@ def main() -> None:
         "--eval-rows", type=int, default=0, help="validation rows per evaluation (0: all)"
     )
     parser.add_argument("--seed", type=int, default=7)
+    # random: both sweeps try exactly the same configurations, so the pair compares only the
+    # schedulers; with optuna, trials after TPE's 10 start-up ones follow what each scheduler
+    # reported (ASHA reports stopped trials' early scores), which mixes searcher and scheduler.
+    parser.add_argument("--search", choices=("optuna", "random"), default="optuna")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--cpus", type=int, default=4, help="logical CPUs of the local cluster")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
