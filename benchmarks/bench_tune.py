@@ -1,7 +1,7 @@
 """ASHA vs FIFO: one sweep (search space, searcher seed, trials) with and without early stopping.
 
-Both sweeps run ``steam_ray.tune.sweep`` (Optuna TPE or ``--search random``, one Ray Train
-run per trial, the default search space of ``TuneConfig``) on the offline sample data
+Both sweeps run ``steam_ray.tune.sweep`` (random search by default, or ``--search optuna``,
+one Ray Train run per trial, the default search space of ``TuneConfig``) on the offline sample data
 (``steam-ray data prepare --source sample``, prepared here if --data is not given) on one
 local Ray cluster, one after the other. Printed per scheduler: trial steps spent (the sum
 over trials of the optimizer steps each ran), wall time, the best metric found; then ASHA /
@@ -115,7 +115,9 @@ def main() -> None:
     parser.add_argument("--data", help="prepared data dir (default: prepare the sample here)")
     parser.add_argument("--rows", type=int, default=0, help="sample rows to prepare (0: all)")
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--trials", type=int, default=8)
+    # 16: with 8, the trials that reach a rung before any other (which async halving lets
+    # through) were a large share of the steps (0.60x, RESULTS.md).
+    parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--concurrent", type=int, default=2)
     # Long enough for macro-F1 to rank learning rates (at 18 steps it ranked noise, see
     # RESULTS.md); the grace period is one evaluation.
@@ -129,7 +131,7 @@ def main() -> None:
     # random: both sweeps try exactly the same configurations, so the pair compares only the
     # schedulers; with optuna, trials after TPE's 10 start-up ones follow what each scheduler
     # reported (ASHA reports stopped trials' early scores), which mixes searcher and scheduler.
-    parser.add_argument("--search", choices=("optuna", "random"), default="optuna")
+    parser.add_argument("--search", choices=("optuna", "random"), default="random")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--cpus", type=int, default=4, help="logical CPUs of the local cluster")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
