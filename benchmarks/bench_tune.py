@@ -1,12 +1,11 @@
 """ASHA vs FIFO: one sweep (search space, searcher seed, trials) with and without early stopping.
 
-Both sweeps run ``steam_ray.tune.sweep`` (random search by default, or ``--search optuna``,
-one Ray Train run per trial, the default search space of ``TuneConfig``) on the offline sample data
-(``steam-ray data prepare --source sample``, prepared here if --data is not given) on one
-local Ray cluster, one after the other. Printed per scheduler: trial steps spent (the sum
-over trials of the optimizer steps each ran), wall time, the best metric found; then ASHA /
-FIFO as ratios. Goal: ASHA spends at most half the trial steps for a best metric within 0.01
-of FIFO's.
+Both sweeps run ``steam_ray.tune.sweep`` (random search by default, or ``--search optuna``, one
+Ray Train run per trial, the default search space of ``TuneConfig``) on the offline sample data
+(``steam-ray data prepare --source sample``, prepared here if --data is not given) on one local
+Ray cluster, one after the other. Printed per scheduler: trial steps spent (the sum over trials
+of the optimizer steps each ran), wall time, the best metric found; then ASHA / FIFO as ratios.
+Goal: ASHA spends at most half the trial steps for a best metric within 0.01 of FIFO's.
 
 Run: ``.venv/bin/python benchmarks/bench_tune.py`` (add ``--repeats 2`` for a spread).
 """
