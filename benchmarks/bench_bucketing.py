@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from steam_ray.config import OFFLINE_MODEL_NAME, resolve_model
 from steam_ray.train.data import Batch, bucket_batches, pad_batch
-from steam_ray.train.loop import load_model
+from steam_ray.train.model import load_model
 
 
 def steam_token_lengths(rows: int, max_length: int, seed: int) -> np.ndarray:

@@ -26,7 +26,7 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 from steam_ray.config import OFFLINE_MODEL_NAME, resolve_model
 from steam_ray.train.data import Batch, PadCollate
-from steam_ray.train.loop import load_model
+from steam_ray.train.model import load_model
 
 
 def make_rows(rows: int, seq_len: int, seed: int) -> tuple[list[list[int]], list[int]]:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from steam_ray.batching import length_buckets, pad_rows
 from steam_ray.config import CPU_DEFAULT_BACKEND, Backend
 from steam_ray.errors import ConfigError
 
@@ -205,29 +206,14 @@ class Predictor:
 
     def chunks(self, lengths: Sequence[int]) -> list[list[int]]:
         """Row indices sorted by length, cut so each chunk's padded size fits the budget."""
-        order = sorted(range(len(lengths)), key=lengths.__getitem__)
-        out: list[list[int]] = []
-        current: list[int] = []
-        for i in order:
-            # Sorted ascending, so the chunk's padded width is this row's length.
-            if current and (len(current) + 1) * lengths[i] > self.token_budget:
-                out.append(current)
-                current = []
-            current.append(i)
-        if current:
-            out.append(current)
-        return out
+        # min_width=0: a chunk is exactly as wide as its longest row (training counts an
+        # empty row as 1 wide; tokenizer output is never empty, only raw ids can be).
+        return length_buckets(lengths, self.token_budget, min_width=0)
 
     def scores_from_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         scores = np.empty(len(ids), dtype=np.float64)
-        lengths = [len(x) for x in ids]
-        for chunk in self.chunks(lengths):
-            width = max(lengths[i] for i in chunk)
-            batch = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, i in enumerate(chunk):
-                batch[row, : lengths[i]] = ids[i]
-                mask[row, : lengths[i]] = 1
+        for chunk in self.chunks([len(x) for x in ids]):
+            batch, mask = pad_rows([ids[i] for i in chunk], self.pad_id, min_width=0)
             scores[chunk] = _softmax_positive(self._run(batch, mask).astype(np.float64))
         return scores
 

@@ -3,11 +3,14 @@
 The model and tokenizer files load with plain ``from_pretrained`` (no steam_ray needed); the
 training state (optimizer, scheduler, step, epoch) sits beside them for resume, and every
 rank writes its own RNG state under ``rank_state/`` (Ray Train V2 persists each rank's
-reported directory into the same checkpoint directory).
+reported directory into the same checkpoint directory). ``steam_ray.json`` records where the
+weights came from (config, data and tokenizer fingerprints, code version) and the run's
+lineage: one entry per attempt, counted in ``attempts.json`` in the run directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import subprocess
@@ -19,12 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from steam_ray import storage
+from steam_ray.config import TrainConfig
 from steam_ray.train.metrics import json_safe
 
 METRICS_FILE = "metrics.json"
 INFO_FILE = "steam_ray.json"
 STATE_FILE = "training_state.pt"
 RANK_STATE_DIR = "rank_state"
+ATTEMPTS_FILE = "attempts.json"
 
 
 def now_iso() -> str:
@@ -146,3 +152,68 @@ def load_training_state(directory: str | Path) -> dict[str, Any]:
 def read_json(path: str | Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(Path(path).read_text())
     return data
+
+
+def checkpoint_info(
+    cfg: TrainConfig,
+    run: dict[str, Any],
+    *,
+    world_size: int,
+    global_step: int,
+    epoch: int,
+    attempt: int,
+    attempt_started_at: str,
+    resumed_from_step: int,
+    lineage: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The ``steam_ray.json`` of a checkpoint: what produced these weights, and when."""
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "world_size": world_size,
+        "global_step": global_step,
+        "epoch": epoch,
+        "data": cfg.data,
+        "data_fingerprint": run["data_fingerprint"],
+        "tokenizer_fingerprint": run["tokenizer_fingerprint"],
+        "steam_ray_version": run["version"],
+        "git_sha": run["git_sha"],
+        "run_started_at": run["started_at"],
+        "attempt_started_at": attempt_started_at,
+        "saved_at": now_iso(),
+        "attempt": attempt,
+        "resumed_from_step": resumed_from_step,
+        "lineage": lineage,
+    }
+
+
+def read_lineage(directory: str | Path) -> list[dict[str, Any]]:
+    """The attempts that led to a checkpoint (oldest first), from its ``steam_ray.json``."""
+    return list(read_json(Path(directory) / INFO_FILE).get("lineage", []))
+
+
+def lineage_entry(
+    attempt: int, started_at: str, resumed_from_step: int, resumed_from: str | None
+) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "started_at": started_at,
+        "resumed_from_step": resumed_from_step,
+        "resumed_from_checkpoint": resumed_from,
+    }
+
+
+def bump_attempts(run_dir: str) -> int:
+    """Count one more attempt of the run (rank 0, at every start); returns its number."""
+    path = storage.join(run_dir, ATTEMPTS_FILE)
+    count = 0
+    if storage.exists(path):
+        with contextlib.suppress(ValueError):
+            count = int(storage.read_text(path).strip() or 0)
+    storage.write_text(path, f"{count + 1}\n")
+    return count + 1
+
+
+def read_attempts(run_dir: str) -> int:
+    """How many attempts the run took (1 when none was counted)."""
+    path = storage.join(run_dir, ATTEMPTS_FILE)
+    return int(storage.read_text(path).strip()) if storage.exists(path) else 1

@@ -3,6 +3,7 @@
 Rows arrive from Ray Data as numpy dicts with ``input_ids`` (an object array of int arrays,
 unpadded) and ``label``. Padding is to the longest row of each batch, never to max_length:
 on Steam reviews (mostly short, long tail) that alone removes most of the padded compute.
+The padding and length-bucketing rule itself is ``steam_ray.batching`` (shared with Serve).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
+from steam_ray.batching import length_buckets, pad_rows
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -22,17 +25,28 @@ def pad_batch(
     seqs: Sequence[Sequence[int]], labels: Sequence[int] | np.ndarray, pad_id: int
 ) -> Batch:
     """Right-pad token ids to the longest sequence in the batch; mask marks real tokens."""
-    n = len(seqs)
-    width = max((len(s) for s in seqs), default=0) or 1
-    ids = np.full((n, width), pad_id, dtype=np.int64)
-    mask = np.zeros((n, width), dtype=np.int64)
-    for i, seq in enumerate(seqs):
-        ids[i, : len(seq)] = seq
-        mask[i, : len(seq)] = 1
+    ids, mask = pad_rows(seqs, pad_id)
     return {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(mask),
         "labels": torch.from_numpy(np.array(labels, dtype=np.int64)),  # a copy: writable
+    }
+
+
+def _on(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device.type == device.type and device.index in (None, t.device.index)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """Batch -> device. Fixed-size batches arrive there already (Ray Data's
+    ``iter_torch_batches`` moves them to the Train worker's device on its prefetch thread);
+    token-budget batches come from the host: on CUDA, pinned memory and a non-blocking copy
+    (the host keeps preparing the next batch while this one transfers)."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {
+        k: v if _on(v, device) else v.pin_memory().to(device, non_blocking=True)
+        for k, v in batch.items()
     }
 
 
@@ -63,19 +77,7 @@ def bucket_batches(
     order is then shuffled so training does not see short-to-long curricula. A single row
     longer than the budget goes alone (it cannot be split). Every index appears exactly once.
     """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        width = max(longest, lengths[i], 1)
-        if current and (len(current) + 1) * width > token_budget:
-            batches.append(current)
-            current, width = [], max(lengths[i], 1)
-        current.append(i)
-        longest = width
-    if current:
-        batches.append(current)
+    batches = length_buckets(lengths, token_budget)
     (rng or random.Random(0)).shuffle(batches)
     return batches
 

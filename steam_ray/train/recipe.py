@@ -1,6 +1,10 @@
 """The fine-tuning recipe run on every rank, shaped like a torchtune recipe:
 ``setup`` -> ``train`` (-> ``train_step`` / ``evaluate`` / ``save_checkpoint``), with
-``load_checkpoint`` on resume. Each method is small and runs without Ray (rank 0 of 1, CPU).
+``load_checkpoint`` on resume. Each method is small and runs without Ray (rank 0 of 1, CPU);
+``train_loop_per_worker`` (bottom) is Ray Train's entry point on every rank, and reaches the
+Ray Train context only through ``ray_adapter``. The recipe's pieces live beside it: model
+(``model``), optimiser/schedule/precision (``optim``), batches (``data``), validation
+(``evaluation``), checkpoint contents and lineage (``checkpoint``), tracking (``tracking``).
 
 Resume semantics (mid-epoch): a checkpoint records the epoch and the optimizer steps taken in
 it. On resume every rank re-reads that epoch from the start of its shard and skips exactly
@@ -17,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,47 +30,39 @@ import torch
 import torch.nn.functional as F
 
 from steam_ray.config import TrainConfig, resolve_model
-from steam_ray.train import distributed
+from steam_ray.train import distributed, ray_adapter
 from steam_ray.train.checkpoint import (
-    INFO_FILE,
+    bump_attempts,
+    checkpoint_info,
+    lineage_entry,
     load_rank_state,
     load_training_state,
     now_iso,
-    read_json,
+    read_lineage,
     save_checkpoint,
     save_rank_state,
     set_rng_state,
     training_state,
 )
-from steam_ray.train.data import Batch, make_collate, train_batches
+from steam_ray.train.data import Batch, to_device, train_batches
+from steam_ray.train.evaluation import evaluate_shard
 from steam_ray.train.faults import maybe_inject_failure
-from steam_ray.train.loop import (
+from steam_ray.train.model import load_model, param_checksum
+from steam_ray.train.optim import (
     LossWindow,
     amp_dtype,
+    autocast,
     build_optimizer,
     build_scheduler,
-    bump_attempts,
     class_weights,
-    load_model,
-    param_checksum,
     schedule_steps,
-    to_device,
 )
-from steam_ray.train.metrics import gather_metrics
 from steam_ray.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 #: (metrics, checkpoint dir or None, checkpoint dir name) -> None; ``ray.train.report`` in Ray.
 Reporter = Callable[[dict[str, Any], str | None, str], None]
-
-
-def _ray_report(metrics: dict[str, Any], directory: str | None, name: str) -> None:
-    import ray.train
-    from ray.train import Checkpoint
-
-    ckpt = Checkpoint.from_directory(directory) if directory is not None else None
-    ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
 
 
 def take(batches: Iterator[Batch], k: int) -> list[Batch] | None:
@@ -153,7 +148,7 @@ class FineTuneRecipe:
         self.global_step = int(state["global_step"])
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self.resumed_from_step = self.last_eval_step = self.global_step
-        self.lineage = list(read_json(os.path.join(directory, INFO_FILE)).get("lineage", []))
+        self.lineage = read_lineage(directory)
         mine = load_rank_state(directory, self.rank)
         if mine is not None:
             set_rng_state(mine["rng"])
@@ -168,9 +163,7 @@ class FineTuneRecipe:
     def forward_loss(self, batch: Batch) -> torch.Tensor:
         """Summed (not mean) cross-entropy of one micro-batch: the caller normalises."""
         b = to_device(batch, self.device)
-        with torch.autocast(
-            self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
-        ):
+        with autocast(self.device, self.amp):
             logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         return F.cross_entropy(
             logits.float(), b["labels"], weight=self.loss_weight, reduction="sum"
@@ -223,61 +216,22 @@ class FineTuneRecipe:
 
     # -- evaluation and checkpoints ---------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self, shard: Any) -> dict[str, float]:
         """Validation over this rank's shard, metrics over every rank's predictions.
 
         Runs the unwrapped module: a DDP forward may broadcast buffers (a collective), and
-        ranks hold different numbers of validation batches. Predictions stay on the device
-        until the end (one read-back).
+        ranks hold different numbers of validation batches.
         """
-        cfg = self.cfg
-        self.raw.eval()
-        cap = math.ceil(cfg.max_eval_rows / self.world) if cfg.max_eval_rows else None
-        probs: list[torch.Tensor] = []
-        labels: list[torch.Tensor] = []
-        loss_sum = torch.zeros((), device=self.device)
-        seen = 0
-        for batch in shard.iter_torch_batches(
-            batch_size=cfg.eval_batch_size, collate_fn=make_collate(self.pad_id)
-        ):
-            if cap is not None and seen >= cap:
-                break
-            b = to_device(batch, self.device)
-            with torch.autocast(
-                self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
-            ):
-                logits = self.raw(
-                    input_ids=b["input_ids"], attention_mask=b["attention_mask"]
-                ).logits.float()
-            loss_sum += F.cross_entropy(logits, b["labels"], reduction="sum")
-            probs.append(torch.softmax(logits, dim=-1)[:, 1])
-            labels.append(b["labels"])
-            seen += int(batch["labels"].shape[0])
-        self.raw.train()
-        p = torch.cat(probs).cpu().tolist() if probs else []
-        y = torch.cat(labels).cpu().tolist() if labels else []
-        return gather_metrics(p, y, float(loss_sum))
-
-    def checkpoint_info(self) -> dict[str, Any]:
-        run = self.run
-        return {
-            "config": self.cfg.model_dump(mode="json"),
-            "world_size": self.world,
-            "global_step": self.global_step,
-            "epoch": self.epoch,
-            "data": self.cfg.data,
-            "data_fingerprint": run["data_fingerprint"],
-            "tokenizer_fingerprint": run["tokenizer_fingerprint"],
-            "steam_ray_version": run["version"],
-            "git_sha": run["git_sha"],
-            "run_started_at": run["started_at"],
-            "attempt_started_at": self.started_at,
-            "saved_at": now_iso(),
-            "attempt": self.attempt,
-            "resumed_from_step": self.resumed_from_step,
-            "lineage": self.lineage,
-        }
+        return evaluate_shard(
+            self.raw,
+            shard,
+            batch_size=self.cfg.eval_batch_size,
+            max_rows=self.cfg.max_eval_rows,
+            world_size=self.world,
+            pad_id=self.pad_id,
+            device=self.device,
+            amp=self.amp,
+        )
 
     def save_checkpoint(self, directory: str, metrics: dict[str, Any]) -> None:
         """Rank 0: model, tokenizer, metrics, shared state. Every rank: its RNG state."""
@@ -295,7 +249,17 @@ class FineTuneRecipe:
                 model=self.raw,
                 tokenizer=self.tokenizer,
                 metrics=metrics,
-                info=self.checkpoint_info(),
+                info=checkpoint_info(
+                    self.cfg,
+                    self.run,
+                    world_size=self.world,
+                    global_step=self.global_step,
+                    epoch=self.epoch,
+                    attempt=self.attempt,
+                    attempt_started_at=self.started_at,
+                    resumed_from_step=self.resumed_from_step,
+                    lineage=self.lineage,
+                ),
                 state=state,
             )
         save_rank_state(directory, self.rank, global_step=self.global_step)
@@ -409,55 +373,21 @@ class FineTuneRecipe:
         if self.tracker is not None:
             self.tracker.close()
 
-    # -- Ray Train entry ----------------------------------------------------------------------
+    # -- one attempt of a run ----------------------------------------------------------------
 
-    @classmethod
-    def from_ray_context(cls, cfg: TrainConfig, run: dict[str, Any]) -> FineTuneRecipe:
-        import ray
-        import ray.train
-        import ray.train.torch
-
-        ctx = ray.train.get_context()
-        # Fractional CPU reservations: don't let each worker spawn one thread per core.
-        torch.set_num_threads(cfg.threads_per_worker or max(1, int(cfg.cpus_per_worker)))
-        return cls(
-            cfg,
-            run,
-            rank=ctx.get_world_rank(),
-            world_size=ctx.get_world_size(),
-            device=ray.train.torch.get_device(),
-            reporter=_ray_report,
-            node_id=ray.get_runtime_context().get_node_id(),
-        )
-
-    def train_from_ray(self) -> None:
-        """Set up from Ray's latest checkpoint (if any), count the attempt, train."""
-        import ray.train
-        import ray.train.torch
-        from ray.train.collective import broadcast_from_rank_zero
-
-        distributed.init_host_group()
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            self.setup(wrap=ray.train.torch.prepare_model)
-        else:
-            with checkpoint.as_directory() as ckpt_dir:
-                self.setup(ckpt_dir, wrap=ray.train.torch.prepare_model)
-            self.resumed_from = checkpoint.path
-        run = self.run
-        self.attempt = broadcast_from_rank_zero(
-            bump_attempts(run["run_dir"]) if self.rank == 0 else 0
-        )
+    def start_attempt(self, attempt: int, resumed_from: str | None) -> None:
+        """Record attempt number ``attempt`` of the run (resumed from checkpoint
+        ``resumed_from``, or None from the base model) in the lineage; open the tracker."""
+        self.attempt, self.resumed_from = attempt, resumed_from
         self.lineage.append(
-            {
-                "attempt": self.attempt,
-                "started_at": self.started_at,
-                "resumed_from_step": self.resumed_from_step,
-                "resumed_from_checkpoint": self.resumed_from,
-            }
+            lineage_entry(self.attempt, self.started_at, self.resumed_from_step, resumed_from)
         )
-        cfg = self.cfg
-        self.tracker = Tracker(
+        self.tracker = self.make_tracker()
+
+    def make_tracker(self) -> Tracker:
+        """W&B / TensorBoard from rank 0 (a no-op elsewhere), named after this attempt."""
+        cfg, run = self.cfg, self.run
+        return Tracker(
             enabled=self.rank == 0,
             run_dir=run["run_dir"],
             project=cfg.wandb_project,
@@ -466,8 +396,33 @@ class FineTuneRecipe:
             tensorboard=cfg.tensorboard,
             wandb=cfg.wandb,
         )
-        self.train(ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val"))
 
 
 def _nan_if_none(value: float | None) -> float:
     return math.nan if value is None else value
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train's entry point on every rank (TorchTrainer's ``train_loop_per_worker``): build
+    the recipe from the worker's Ray context, set up from Ray's latest checkpoint (if any),
+    count the attempt, train."""
+    cfg = TrainConfig.model_validate(config["train"])
+    # Fractional CPU reservations: don't let each worker spawn one thread per core.
+    torch.set_num_threads(cfg.threads_per_worker or max(1, int(cfg.cpus_per_worker)))
+    ctx = ray_adapter.worker_context()
+    recipe = FineTuneRecipe(
+        cfg,
+        config["run"],
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        device=ctx.device,
+        reporter=ray_adapter.report,
+        node_id=ctx.node_id,
+    )
+    distributed.init_host_group()
+    with ray_adapter.latest_checkpoint() as (directory, path):
+        recipe.setup(directory, wrap=ray_adapter.prepare_model)
+    # Rank 0 counts the attempt in the run dir; every rank records the same number.
+    count = bump_attempts(config["run"]["run_dir"]) if ctx.rank == 0 else 0
+    recipe.start_attempt(ray_adapter.broadcast_from_rank_zero(count), resumed_from=path)
+    recipe.train(*ray_adapter.dataset_shards())

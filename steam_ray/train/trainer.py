@@ -15,10 +15,16 @@ from steam_ray import storage
 from steam_ray.config import RESUME_KEYS, TrainConfig, resolve_model
 from steam_ray.data.manifest import Manifest, read_manifest, split_dir, tokenizer_fingerprint
 from steam_ray.errors import ConfigError, DataError
-from steam_ray.train.checkpoint import INFO_FILE, git_sha, now_iso, package_version
+from steam_ray.train.checkpoint import (
+    INFO_FILE,
+    git_sha,
+    now_iso,
+    package_version,
+    read_attempts,
+)
 from steam_ray.train.data import read_eval_split, read_train_split
-from steam_ray.train.loop import ATTEMPTS_FILE, train_loop_per_worker
 from steam_ray.train.metrics import METRIC_NAMES, json_safe
+from steam_ray.train.recipe import train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -210,37 +216,66 @@ def build_trainer(
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune with Ray Train; returns (and writes to OUTPUT/result.json) the run record."""
-    import ray
-
     cfg = cfg.with_absolute_paths()
     manifest = validate_inputs(cfg)
     t0 = time.perf_counter()
     name = cfg.experiment_name or datetime.now(UTC).strftime("train-%Y%m%d-%H%M%S")
     output = _storage_path(cfg.output)
+    run_info = start_run(cfg, manifest, output, name)
+    result = fit(cfg, run_info, output, name)
+    elapsed = time.perf_counter() - t0
+    record = run_record(cfg, manifest, result, run_info, output=output, elapsed=elapsed)
+    write_result(record, output, run_info["run_dir"])
+    return record
+
+
+def start_run(cfg: TrainConfig, manifest: Manifest, output: str, name: str) -> dict[str, Any]:
+    """Check that the run dir may be (re)used, create it; the run info for the workers."""
     run_dir = storage.join(output, name)
     check_resume(cfg, manifest, run_dir)
     storage.makedirs(run_dir)
-    run_info = run_info_for(cfg, manifest, run_dir, name)
-    started_at = run_info["started_at"]
+    return run_info_for(cfg, manifest, run_dir, name)
+
+
+def fit(cfg: TrainConfig, run_info: dict[str, Any], output: str, name: str) -> Any:
+    """Run the TorchTrainer to the end (on a local Ray if none is connected); its Result."""
+    import ray
+
     if not ray.is_initialized():
         ray.init()
     trainer = build_trainer(cfg, run_info, storage_path=output, name=name)
-    result = trainer.fit()
-    elapsed = time.perf_counter() - t0
+    return trainer.fit()
 
+
+def best_checkpoint(cfg: TrainConfig, result: Any, run_dir: str) -> tuple[Any, dict[str, Any]]:
+    """(checkpoint, its metrics): the best by ``checkpoint_metric``, else the latest."""
     best = result.get_best_checkpoint(cfg.checkpoint_metric, cfg.resolved_checkpoint_mode())
     if best is None:
         best = result.checkpoint
     if best is None:
         raise RuntimeError(f"training finished without a checkpoint (run dir {run_dir})")
-    best_metrics: dict[str, Any] = next(
+    metrics: dict[str, Any] = next(
         (m for c, m in result.best_checkpoints or [] if c.path == best.path),
         dict(result.metrics or {}),
     )
+    return best, metrics
+
+
+def run_record(
+    cfg: TrainConfig,
+    manifest: Manifest,
+    result: Any,
+    run_info: dict[str, Any],
+    *,
+    output: str,
+    elapsed: float,
+) -> dict[str, Any]:
+    """The result.json of a finished run: best and latest checkpoints, metrics, restarts."""
+    run_dir = run_info["run_dir"]
+    best, best_metrics = best_checkpoint(cfg, result, run_dir)
     final = dict(result.metrics or {})
-    attempts_path = storage.join(run_dir, ATTEMPTS_FILE)
-    attempts = int(storage.read_text(attempts_path).strip()) if storage.exists(attempts_path) else 1
-    record: dict[str, Any] = {
+    attempts = read_attempts(run_dir)
+    return {
         "best_checkpoint": storage.user_path(output, best.path),
         "metrics": json_safe(
             {k: v for k, v in best_metrics.items() if isinstance(v, int | float | str)}
@@ -251,7 +286,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         else None,
         "final_metrics": json_safe(final),
         "run_dir": run_dir,
-        "experiment_name": name,
+        "experiment_name": run_info["experiment_name"],
         "world_size": cfg.num_workers,
         "attempts": attempts,
         "restarts": attempts - 1,
@@ -262,11 +297,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "global_step": int(final.get("step", 0)),
         "data": cfg.data,
         "data_fingerprint": manifest.fingerprint,
-        "started_at": started_at,
+        "started_at": run_info["started_at"],
         "finished_at": now_iso(),
         "elapsed_s": round(elapsed, 2),
     }
+
+
+def write_result(record: dict[str, Any], output: str, run_dir: str) -> None:
+    """result.json in the output dir (the latest run) and in the run dir (this run's)."""
     text = json.dumps(record, indent=2, default=str) + "\n"
     storage.write_text(storage.join(output, RESULT_FILE), text)
     storage.write_text(storage.join(run_dir, RESULT_FILE), text)
-    return record

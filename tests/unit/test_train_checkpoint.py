@@ -21,13 +21,8 @@ from steam_ray.train.checkpoint import (
     set_rng_state,
     training_state,
 )
-from steam_ray.train.loop import (
-    build_optimizer,
-    build_scheduler,
-    class_weights,
-    load_model,
-    param_checksum,
-)
+from steam_ray.train.model import load_model, param_checksum
+from steam_ray.train.optim import build_optimizer, build_scheduler, class_weights
 
 
 @pytest.fixture(scope="module")

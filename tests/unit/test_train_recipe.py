@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from steam_ray.config import TrainConfig
-from steam_ray.train.data import Batch, pad_batch
-from steam_ray.train.loop import (
+from steam_ray.train.data import Batch, pad_batch, to_device
+from steam_ray.train.optim import (
     LossWindow,
     build_optimizer,
     select_amp,
     steps_per_epoch,
-    to_device,
 )
 from steam_ray.train.recipe import FineTuneRecipe
 
@@ -191,7 +190,7 @@ def test_fixed_batch_schedule_counts_the_partial_batch() -> None:
 
 
 def test_dropout_setting_reaches_every_dropout_of_the_model(minilm_path: str) -> None:
-    from steam_ray.train.loop import load_model
+    from steam_ray.train.model import load_model
 
     def rates(model: torch.nn.Module) -> set[float]:
         return {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}

@@ -20,7 +20,7 @@ def _warn_from(module: str) -> None:
 
 def test_deprecation_warning_in_our_code_is_an_error() -> None:
     with pytest.raises(DeprecationWarning, match="old API"):
-        _warn_from("steam_ray.train.loop")
+        _warn_from("steam_ray.train.recipe")
 
 
 def test_third_party_deprecation_noise_is_ignored() -> None:

@@ -1,61 +1,18 @@
-"""Building blocks of the training recipe (model, optimiser, schedule, precision, loss window)
-and ``train_loop_per_worker``, the function Ray Train's TorchTrainer runs on every rank."""
+"""Optimisation set-up of the recipe: AdamW, the LR schedule and its length, mixed precision,
+class weights, and the running loss window."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
 from typing import Any
 
 import torch
 
-from steam_ray import storage
 from steam_ray.config import TrainConfig
 
-ID2LABEL = {0: "negative", 1: "positive"}
-LABEL2ID = {v: k for k, v in ID2LABEL.items()}
-ATTEMPTS_FILE = "attempts.json"
 #: Token-budget batches fill about this share of the budget (sorted buckets): the schedule's
 #: length estimate in that mode (the loop stops at the schedule's end, never trains at LR 0).
 BUCKET_FILL = 0.8
-
-
-#: Config attributes that hold a dropout probability, across the encoders we fine-tune
-#: (BERT/MiniLM: hidden, attention, head; DistilBERT: dropout, attention, head).
-DROPOUT_ATTRS = (
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "classifier_dropout",
-    "dropout",
-    "attention_dropout",
-    "seq_classif_dropout",
-)
-
-
-def load_model(name_or_path: str, dropout: float | None = None) -> Any:
-    """A 2-label sequence classifier; ``dropout`` (if set) replaces every dropout rate."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    config = AutoConfig.from_pretrained(
-        name_or_path, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID
-    )
-    if dropout is not None:
-        for attr in DROPOUT_ATTRS:
-            if hasattr(config, attr):
-                setattr(config, attr, dropout)
-    return AutoModelForSequenceClassification.from_pretrained(
-        name_or_path, config=config, dtype=torch.float32
-    )
-
-
-def param_checksum(model: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer: equal across ranks iff DDP kept them in sync."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def select_amp(
@@ -80,6 +37,11 @@ def select_amp(
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
     return select_amp(cfg.amp, device.type, capability)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``dtype`` on ``device``; ``None`` (fp32) disables it."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def build_optimizer(
@@ -158,23 +120,6 @@ def class_weights(positive: int, negative: int) -> torch.Tensor:
     )
 
 
-def _on(t: torch.Tensor, device: torch.device) -> bool:
-    return t.device.type == device.type and device.index in (None, t.device.index)
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Batch -> device. Fixed-size batches arrive there already (Ray Data's
-    ``iter_torch_batches`` moves them to the Train worker's device on its prefetch thread);
-    token-budget batches come from the host: on CUDA, pinned memory and a non-blocking copy
-    (the host keeps preparing the next batch while this one transfers)."""
-    if device.type != "cuda":
-        return {k: v.to(device) for k, v in batch.items()}
-    return {
-        k: v if _on(v, device) else v.pin_memory().to(device, non_blocking=True)
-        for k, v in batch.items()
-    }
-
-
 class LossWindow:
     """Mean loss over the last ``size`` optimizer steps: O(1) per step, kept on the device
     (a ring buffer of tensors), read back to the host only when ``mean()`` is called."""
@@ -191,21 +136,3 @@ class LossWindow:
     def mean(self) -> float | None:
         n = min(self._count, self.size)
         return float(self._buf[:n].mean()) if n else None
-
-
-def bump_attempts(run_dir: str) -> int:
-    path = storage.join(run_dir, ATTEMPTS_FILE)
-    count = 0
-    if storage.exists(path):
-        with contextlib.suppress(ValueError):
-            count = int(storage.read_text(path).strip() or 0)
-    storage.write_text(path, f"{count + 1}\n")
-    return count + 1
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train's entry point on every rank: build the recipe, run it."""
-    from steam_ray.train.recipe import FineTuneRecipe
-
-    cfg = TrainConfig.model_validate(config["train"])
-    FineTuneRecipe.from_ray_context(cfg, config["run"]).train_from_ray()
