@@ -2,6 +2,11 @@
 
 Every flag defaults to ``None`` so that only flags the user actually passed override the config
 file; the stage functions themselves take a typed config and nothing else.
+
+A stage command (``data prepare``, ``train``, ``tune``) has many options, so a long signature,
+and a body of the same few steps: config overrides from its flags (``_overrides``: one keyword
+per flag, named as the config key it sets), ``_load`` the config, ``_require_shared`` storage in
+a cluster job, ``_run`` the stage (user errors: one line, exit 1), print its result.
 """
 
 from __future__ import annotations
@@ -101,8 +106,19 @@ RootOpt = Annotated[
 ]
 
 
+def _passed(**flags: Any) -> dict[str, Any]:
+    """The flags the user actually passed: every flag defaults to None (see the module doc)."""
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 def _overrides(section: str, **flags: Any) -> dict[str, Any]:
-    return {section: {k: v for k, v in flags.items() if v is not None}}
+    """Config overrides ``{section: {key: value}}`` from the flags actually passed."""
+    return {section: _passed(**flags)}
+
+
+def _echo_json(result: Any) -> None:
+    """A command's result on stdout, as indented JSON (paths and dates as strings)."""
+    typer.echo(json.dumps(result, indent=2, default=str))
 
 
 def _run(debug: bool, fn: Callable[[], T]) -> T:
@@ -168,17 +184,6 @@ def data_prepare(
     """Clean, label, split (no group leak), tokenize and write Parquet shards + a manifest."""
     from steam_ray.data.pipeline import prepare, print_summary
 
-    columns: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "text": text_column,
-            "label": label_column,
-            "group": group_column,
-            "positive": positive,
-            "negative": negative,
-        }.items()
-        if v is not None
-    }
     overrides = _overrides(
         "data",
         source=source,
@@ -192,15 +197,25 @@ def data_prepare(
         seed=seed,
         limit=limit,
         tokenizer_actors=tokenizer_actors,
-        csv_chunk_bytes=None if csv_chunk_mb is None else int(csv_chunk_mb * 1024 * 1024),
+        csv_chunk_bytes=_mib_to_bytes(csv_chunk_mb),
         keep_rejected=keep_rejected,
     )
-    if columns:
+    columns = _passed(
+        text=text_column,
+        label=label_column,
+        group=group_column,
+        positive=positive,
+        negative=negative,
+    )
+    if columns:  # else the source's own column map stays whole
         overrides["data"]["columns"] = columns
     cfg = _load(config, overrides, debug)
     _require_shared(ctx, debug, shared_fs, **{"data prepare --output": cfg.data.output})
-    manifest = _run(debug, lambda: prepare(cfg.data))
-    print_summary(manifest)
+    print_summary(_run(debug, lambda: prepare(cfg.data)))
+
+
+def _mib_to_bytes(mib: float | None) -> int | None:
+    return None if mib is None else int(mib * 1024 * 1024)
 
 
 @app.command("train")
@@ -269,23 +284,19 @@ def train(
         placement_strategy=placement_strategy,
         experiment_name=experiment_name,
     )
-    overrides["registry"] = {k: v for k, v in {"model_name": model_name}.items() if v is not None}
+    overrides["registry"] = _passed(model_name=model_name)
     cfg = _load(config, overrides, debug)
-    # Workers read --data and write --output on every node.
-    _require_shared(
-        ctx,
-        debug,
-        shared_fs,
-        **{
-            "train --data": cfg.train.data,
-            "train --output": cfg.train.output,
-            **({"train --registry": registry} if registry else {}),
-        },
-    )
+    _require_shared(ctx, debug, shared_fs, **_train_paths(cfg, registry))
     result = _run(debug, lambda: run_training(cfg.train))
     if registry is not None:
         result["registered"] = _run(debug, lambda: _register_run(cfg, result, registry, force))
-    typer.echo(json.dumps(result, indent=2, default=str))
+    _echo_json(result)
+
+
+def _train_paths(cfg: Config, registry: str | None) -> dict[str, str]:
+    """What train's workers read (--data) and write (--output, --registry) on every node."""
+    paths = {"train --data": cfg.train.data, "train --output": cfg.train.output}
+    return {**paths, **({"train --registry": registry} if registry else {})}
 
 
 def _register_run(cfg: Config, result: dict[str, Any], root: str, force: bool) -> dict[str, Any]:
@@ -349,20 +360,6 @@ def tune(
         return
     from steam_ray.tune import sweep
 
-    train_over: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "data": data,
-            "max_steps": max_steps,
-            "epochs": epochs,
-            "num_workers": num_workers,
-            "cpus_per_worker": cpus_per_worker,
-            "use_gpu": use_gpu,
-            "gpus_per_worker": gpus_per_worker,
-            "eval_every_steps": eval_every_steps,
-        }.items()
-        if v is not None
-    }
     overrides = _overrides(
         "tune",
         output=output,
@@ -375,24 +372,38 @@ def tune(
         mode=mode,
         seed=seed,
     )
-    # Into tune.train (the per-trial overrides), so flags win over the config file's.
-    if max_steps is None and epochs is not None:
-        train_over["max_steps"] = None  # --epochs: run whole epochs
-    overrides["tune"]["train"] = train_over
-    overrides["registry"] = {k: v for k, v in {"model_name": model_name}.items() if v is not None}
-    cfg = _load(config, overrides, debug)
-    _require_shared(
-        ctx,
-        debug,
-        shared_fs,
-        **{
-            "tune --output": cfg.tune.output,
-            "tune --data": cfg.tune.train.get("data") or cfg.train.data,
-            **({"tune --registry": cfg.tune.registry} if cfg.tune.registry else {}),
-        },
+    overrides["tune"]["train"] = _trial_overrides(
+        data=data,
+        max_steps=max_steps,
+        epochs=epochs,
+        num_workers=num_workers,
+        cpus_per_worker=cpus_per_worker,
+        use_gpu=use_gpu,
+        gpus_per_worker=gpus_per_worker,
+        eval_every_steps=eval_every_steps,
     )
+    overrides["registry"] = _passed(model_name=model_name)
+    cfg = _load(config, overrides, debug)
+    _require_shared(ctx, debug, shared_fs, **_tune_paths(cfg))
     result = _run(debug, lambda: sweep(cfg, resume=resume))
-    typer.echo(json.dumps(_sweep_summary(result), indent=2, default=str))
+    _echo_json(_sweep_summary(result))
+
+
+def _trial_overrides(**flags: Any) -> dict[str, Any]:
+    """tune.train (each trial's train overrides) from the flags, so they win over the file's."""
+    train = _passed(**flags)
+    if flags["max_steps"] is None and flags["epochs"] is not None:
+        train["max_steps"] = None  # --epochs: run whole epochs
+    return train
+
+
+def _tune_paths(cfg: Config) -> dict[str, str]:
+    """What a sweep's trials read and write on every node."""
+    paths = {
+        "tune --output": cfg.tune.output,
+        "tune --data": cfg.tune.train.get("data") or cfg.train.data,
+    }
+    return {**paths, **({"tune --registry": cfg.tune.registry} if cfg.tune.registry else {})}
 
 
 def _sweep_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -461,7 +472,7 @@ def registry_show(
         mv = reg.resolve(ref)
         data = asdict(mv)
         data["best_pointer"] = reg.best_pointer(mv.name)
-        typer.echo(json.dumps(data, indent=2, default=str))
+        _echo_json(data)
 
     _run(debug, show)
 

@@ -73,6 +73,92 @@ def _label_strings(raw: pa.Array) -> pa.Array:
     return pc.fill_null(pc.utf8_trim_whitespace(arr), "")
 
 
+def _is_in(values: pa.Array, allowed: list[str]) -> np.ndarray:
+    """Per row: is the value one of ``allowed`` (a numpy bool mask)?"""
+    value_set = pa.array(allowed, pa.string())
+    found: np.ndarray = pc.is_in(values, value_set=value_set).to_numpy(zero_copy_only=False)
+    return found
+
+
+def _malformed_rows(batch: pa.Table) -> np.ndarray | None:
+    """Rows the CSV reader could not parse (None: the source has no such column)."""
+    if MALFORMED_COLUMN not in batch.column_names:
+        return None
+    bad: np.ndarray = pc.is_valid(batch.column(MALFORMED_COLUMN)).to_numpy(zero_copy_only=False)
+    return bad
+
+
+def _drop_codes(
+    text: pa.Array,
+    raw_label: pa.Array,
+    positive: np.ndarray,
+    malformed: np.ndarray | None,
+    columns: ColumnMap,
+    clean: CleanConfig,
+) -> np.ndarray:
+    """Each row's drop reason code (_R_KEPT if kept), one whole-batch mask per rule.
+
+    The rules are applied from the lowest precedence to the highest: later assignments win, so
+    a row gets the first reason of the module docstring's list that applies to it.
+    """
+    codes = np.zeros(len(text), dtype=np.int8)
+    codes[~(positive | _is_in(raw_label, columns.negative))] = _R_BAD
+    placeholders = [p.strip().lower() for p in clean.placeholders]
+    codes[_is_in(pc.utf8_lower(text), placeholders)] = _R_PLACEHOLDER
+    codes[pc.equal(text, "").to_numpy(zero_copy_only=False)] = _R_EMPTY
+    if columns.exclude:
+        # Not a review at all (the sample's `plot` rows), whatever its text: counted apart.
+        codes[_is_in(raw_label, columns.exclude)] = _R_EXCLUDED
+    if malformed is not None:
+        codes[malformed] = _R_MALFORMED
+    return codes
+
+
+def _groups(batch: pa.Table, text: pa.Array, columns: ColumnMap) -> pa.Array:
+    """The split/dedupe group of each row: the trimmed group column, else a hash of the text."""
+    if columns.group is not None:
+        return pc.utf8_trim_whitespace(pc.fill_null(_as_str(batch.column(columns.group)), ""))
+    # No group column: every distinct text is its own group.
+    return pa.array(
+        [format(h, "016x") for h in splitmod.hash64_many(text.to_pylist())], pa.string()
+    )
+
+
+def _dedupe_keys(
+    group: pa.Array, text: pa.Array, label: np.ndarray, kept: np.ndarray
+) -> np.ndarray:
+    """The dedupe key of each kept row (0 for dropped rows): a hash of (group, text, label)."""
+    dkey = np.zeros(len(kept), dtype=np.uint64)
+    if not kept.any():
+        return dkey
+    idx = np.flatnonzero(kept)
+    g_kept = group.take(pa.array(idx)).to_pylist()
+    t_kept = text.take(pa.array(idx)).to_pylist()
+    l_kept = label[idx].tolist()
+    # The label is part of the key: whichever copy a run keeps, the kept row is the same,
+    # so the output does not depend on the order blocks reach the dedupe actors.
+    dkey[idx] = splitmod.hash64_many(
+        f"{g}{splitmod.SEP}{t}{splitmod.SEP}{y}"
+        for g, t, y in zip(g_kept, t_kept, l_kept, strict=True)
+    )
+    return dkey
+
+
+def _rejected_raw_text(
+    batch: pa.Table, raw_text: pa.Array, malformed: np.ndarray | None, kept: np.ndarray
+) -> pa.Array:
+    """The raw text of each dropped row (for OUTPUT/rejected), null for a kept row.
+
+    A malformed row's raw text is the unparsed CSV record. A kept row has its cleaned text, so
+    a second copy need not travel through tokenizing and writing.
+    """
+    if malformed is not None:
+        raw_text = pc.if_else(
+            pa.array(malformed), _as_str(batch.column(MALFORMED_COLUMN)), raw_text
+        )
+    return pc.if_else(pa.array(kept), pa.scalar(None, pa.string()), raw_text)
+
+
 def classify(
     batch: pa.Table,
     *,
@@ -84,38 +170,15 @@ def classify(
     test_fraction: float,
 ) -> pa.Table:
     """Raw source rows -> OUT_SCHEMA rows (text cleaned, label, group, split, drop reason)."""
-    n = batch.num_rows
     raw_text = pc.fill_null(_as_str(batch.column(columns.text)), "")
     text = clean_text(raw_text, clean.mask_token)
     raw_label = _label_strings(batch.column(columns.label))
-
-    codes = np.zeros(n, dtype=np.int8)
-    # Assigned from the lowest to the highest precedence: later assignments win.
-    neg = pc.is_in(raw_label, value_set=pa.array(columns.negative, pa.string()))
-    pos = pc.is_in(raw_label, value_set=pa.array(columns.positive, pa.string()))
-    good_label = pc.or_(pos, neg).to_numpy(zero_copy_only=False)
-    codes[~good_label] = _R_BAD
-    placeholders = pa.array([p.strip().lower() for p in clean.placeholders], pa.string())
-    is_ph = pc.is_in(pc.utf8_lower(text), value_set=placeholders).to_numpy(zero_copy_only=False)
-    codes[is_ph] = _R_PLACEHOLDER
-    codes[pc.equal(text, "").to_numpy(zero_copy_only=False)] = _R_EMPTY
-    if columns.exclude:
-        # Not a review at all (the sample's `plot` rows), whatever its text: counted apart.
-        excl = pc.is_in(raw_label, value_set=pa.array(columns.exclude, pa.string()))
-        codes[excl.to_numpy(zero_copy_only=False)] = _R_EXCLUDED
-    if MALFORMED_COLUMN in batch.column_names:
-        bad = pc.is_valid(batch.column(MALFORMED_COLUMN)).to_numpy(zero_copy_only=False)
-        codes[bad] = _R_MALFORMED
-        raw_text = pc.if_else(pa.array(bad), _as_str(batch.column(MALFORMED_COLUMN)), raw_text)
-
-    label = np.where(pos.to_numpy(zero_copy_only=False), 1, 0).astype(np.int64)
-    if columns.group is not None:
-        group = pc.utf8_trim_whitespace(pc.fill_null(_as_str(batch.column(columns.group)), ""))
-    else:
-        # No group column: every distinct text is its own group.
-        group = pa.array(
-            [format(h, "016x") for h in splitmod.hash64_many(text.to_pylist())], pa.string()
-        )
+    positive = _is_in(raw_label, columns.positive)
+    malformed = _malformed_rows(batch)
+    codes = _drop_codes(text, raw_label, positive, malformed, columns, clean)
+    kept = codes == _R_KEPT
+    label = np.where(positive, 1, 0).astype(np.int64)
+    group = _groups(batch, text, columns)
     split_codes = splitmod.assign_splits(
         group,
         text,
@@ -124,22 +187,6 @@ def classify(
         val_fraction=val_fraction,
         test_fraction=test_fraction,
     )
-    kept = codes == _R_KEPT
-    dkey = np.zeros(n, dtype=np.uint64)
-    if kept.any():
-        idx = np.flatnonzero(kept)
-        g_kept = group.take(pa.array(idx)).to_pylist()
-        t_kept = text.take(pa.array(idx)).to_pylist()
-        l_kept = label[idx].tolist()
-        # The label is part of the key: whichever copy a run keeps, the kept row is the same,
-        # so the output does not depend on the order blocks reach the dedupe actors.
-        dkey[idx] = splitmod.hash64_many(
-            f"{g}{splitmod.SEP}{t}{splitmod.SEP}{y}"
-            for g, t, y in zip(g_kept, t_kept, l_kept, strict=True)
-        )
-    # The raw text is only kept for dropped rows (OUTPUT/rejected); a kept row has its
-    # cleaned text, so a second copy need not travel through tokenizing and writing.
-    raw_text = pc.if_else(pa.array(kept), pa.scalar(None, pa.string()), raw_text)
     return pa.Table.from_arrays(
         [
             text,
@@ -147,8 +194,8 @@ def classify(
             group,
             pa.array(SPLIT_NAMES).take(pa.array(split_codes)),
             _REASON_BY_CODE.take(pa.array(codes)),
-            pa.array(dkey),
-            raw_text,
+            pa.array(_dedupe_keys(group, text, label, kept)),
+            _rejected_raw_text(batch, raw_text, malformed, kept),
             raw_label,
         ],
         schema=OUT_SCHEMA,
