@@ -26,6 +26,9 @@ CONFIG_DIR = PACKAGE_DIR / "configs"
 OFFLINE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 #: The default for cluster configs (``configs/cluster.yaml``).
 CLUSTER_MODEL_NAME = "distilbert-base-uncased"
+#: The registry's model name unless configured (``registry.model_name``), and the name a served
+#: checkpoint goes by.
+DEFAULT_MODEL_NAME = "steam-sentiment"
 
 SourceKind = Literal["steam", "sample", "csv", "parquet", "jsonl", "hf"]
 DROP_REASONS: tuple[str, ...] = ("empty", "placeholder", "bad_label", "duplicate")
@@ -334,7 +337,7 @@ class RegistryConfig(_Section):
 
     root: str = "artifacts/registry"
     # Model names are path components and refs use ``NAME:VERSION``: no ``/`` or ``:``.
-    model_name: str = Field("steam-sentiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model_name: str = Field(DEFAULT_MODEL_NAME, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 Backend = Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8"]

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
-import math
 import os
 import posixpath
 import secrets
@@ -35,13 +33,14 @@ from typing import Any, Literal
 import pyarrow.fs as pafs
 
 from steam_ray import storage
+from steam_ray.config import DEFAULT_MODEL_NAME
 from steam_ray.errors import ConfigError, SteamRayError
+from steam_ray.scores import beats, finite
 
 MODEL_DIR = "model"
 VERSION_FILE = "version.json"
 BEST_FILE = "best.json"
 PROMOTIONS_DIR = "promotions"
-DEFAULT_MODEL_NAME = "steam-sentiment"
 # The training-only files of a checkpoint (optimizer/scheduler/RNG state) stay out of the registry.
 SKIP_FILES = frozenset({"training_state.pt"})
 
@@ -74,19 +73,7 @@ def _now() -> str:
 
 
 def _score(metrics: dict[str, Any], metric: str) -> float | None:
-    value = metrics.get(metric)
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def beats(new: float | None, old: float | None, mode: Literal["max", "min"]) -> bool:
-    """Strictly better; a missing/NaN score never beats anything, anything beats a missing one."""
-    if new is None:
-        return False
-    if old is None:
-        return True
-    return new > old if mode == "max" else new < old
+    return finite(metrics.get(metric))
 
 
 class Registry:
@@ -103,15 +90,13 @@ class Registry:
     def _user(self, inner: str) -> str:
         return storage.user_path(self.root, inner)
 
+    # Through self._fs, not a path: a root URI's query options (endpoint, region) stay in force.
     def _read_json(self, inner: str) -> dict[str, Any]:
-        with self._fs.open_input_stream(inner) as f:
-            data: dict[str, Any] = json.loads(f.read().decode("utf-8"))
+        data: dict[str, Any] = storage.read_json_at(self._fs, inner)
         return data
 
     def _write_json(self, inner: str, data: dict[str, Any]) -> None:
-        self._fs.create_dir(posixpath.dirname(inner), recursive=True)
-        with self._fs.open_output_stream(inner) as f:
-            f.write((json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"))
+        storage.write_json_at(self._fs, inner, data)
 
     def _exists(self, inner: str) -> bool:
         return bool(self._fs.get_file_info(inner).type != pafs.FileType.NotFound)
@@ -362,7 +347,7 @@ def lineage_from_checkpoint(checkpoint: str) -> dict[str, Any]:
     path = storage.join(checkpoint, "steam_ray.json")
     if not storage.exists(path):
         return {}
-    info: dict[str, Any] = json.loads(storage.read_text(path))
+    info: dict[str, Any] = storage.read_json(path)
     keys = (
         "data",
         "data_fingerprint",
@@ -380,5 +365,5 @@ def read_checkpoint_metrics(checkpoint: str) -> dict[str, Any]:
     path = storage.join(checkpoint, "metrics.json")
     if not storage.exists(path):
         return {}
-    data: dict[str, Any] = json.loads(storage.read_text(path))
+    data: dict[str, Any] = storage.read_json(path)
     return data

@@ -2,26 +2,55 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import posixpath
+import re
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 
 from steam_ray.errors import ConfigError
+
+# A bucket URI whose in-filesystem path we can compute exactly as Arrow's ``from_uri`` does
+# (bucket + path, trailing slashes removed): no percent-escapes, query, user or port. Anything
+# else goes to ``from_uri`` as a whole, uncached, so its parsing and errors stay Arrow's.
+_PLAIN_BUCKET_URI = re.compile(r"(gs|gcs|s3)://([a-z0-9][a-z0-9._-]*)(/[A-Za-z0-9._~/=+,-]*)?")
 
 
 def is_uri(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+@functools.cache
+def _filesystem(scheme: str, bucket: str) -> pafs.FileSystem:
+    """One filesystem per (scheme, bucket): building one reads credentials (and for S3 may ask
+    the bucket's region over the network), far too slow to repeat per file access."""
+    if scheme == "file":
+        return pafs.LocalFileSystem()
+    fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{bucket}")
+    return fs
+
+
+def clear_cache() -> None:
+    """Forget the cached filesystems, e.g. after changing credentials or endpoint variables
+    (``GOOGLE_APPLICATION_CREDENTIALS``, ``AWS_*``): Arrow reads them when it builds one."""
+    _filesystem.cache_clear()
+
+
 def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a local path, ``file://`` URL or ``gs://``/``s3://`` URI."""
     if is_uri(path):
-        fs, inner = pafs.FileSystem.from_uri(path)
-        return fs, inner
+        plain = _PLAIN_BUCKET_URI.fullmatch(path)
+        if plain is None:
+            fs, inner = pafs.FileSystem.from_uri(path)
+            return fs, inner
+        scheme, bucket, rest = plain.groups()
+        return _filesystem(scheme, bucket), (bucket + (rest or "")).rstrip("/")
     local = path.removeprefix("file://")
-    return pafs.LocalFileSystem(), str(Path(local).expanduser().resolve())
+    return _filesystem("file", ""), str(Path(local).expanduser().resolve())
 
 
 def user_path(like: str, fs_path: str) -> str:
@@ -49,18 +78,47 @@ def is_dir(path: str) -> bool:
     return bool(fs.get_file_info(inner).type == pafs.FileType.Directory)
 
 
-def read_text(path: str) -> str:
-    fs, inner = resolve(path)
+def read_text_at(fs: pafs.FileSystem, inner: str) -> str:
     with fs.open_input_stream(inner) as f:
         data: bytes = f.read()
     return data.decode("utf-8")
 
 
-def write_text(path: str, text: str) -> None:
-    fs, inner = resolve(path)
+def write_text_at(fs: pafs.FileSystem, inner: str, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``inner`` in ``fs``, creating its parent directories."""
     fs.create_dir(posixpath.dirname(inner), recursive=True)
     with fs.open_output_stream(inner) as f:
         f.write(text.encode("utf-8"))
+
+
+def read_text(path: str) -> str:
+    return read_text_at(*resolve(path))
+
+
+def write_text(path: str, text: str) -> None:
+    write_text_at(*resolve(path), text)
+
+
+# Our JSON files: UTF-8, ``indent=2`` unless asked otherwise, values JSON lacks (datetimes,
+# paths) as strings, one trailing newline.
+def json_text(data: Any, *, indent: int | None = 2) -> str:
+    return json.dumps(data, indent=indent, default=str) + "\n"
+
+
+def read_json_at(fs: pafs.FileSystem, inner: str) -> Any:
+    return json.loads(read_text_at(fs, inner))
+
+
+def write_json_at(fs: pafs.FileSystem, inner: str, data: Any, *, indent: int | None = 2) -> None:
+    write_text_at(fs, inner, json_text(data, indent=indent))
+
+
+def read_json(path: str) -> Any:
+    return read_json_at(*resolve(path))
+
+
+def write_json(path: str, data: Any, *, indent: int | None = 2) -> None:
+    write_json_at(*resolve(path), data, indent=indent)
 
 
 def makedirs(path: str) -> None:

@@ -20,21 +20,24 @@ pinned Ray).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import posixpath
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steam_ray import storage
 from steam_ray.config import Config, SearchParam, TrainConfig, TuneConfig
 from steam_ray.errors import ConfigError
+from steam_ray.scores import beats, finite
 from steam_ray.train.checkpoint import git_sha, now_iso
-from steam_ray.train.loop import steps_per_epoch
 from steam_ray.train.metrics import json_safe
+from steam_ray.train.optim import steps_per_epoch
+
+if TYPE_CHECKING:
+    from steam_ray.data.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,25 @@ def _split_output(output: str) -> tuple[str, str]:
     return parent, name
 
 
+def propagate_ray_address_to_train() -> None:
+    """Add ``RAY_ADDRESS`` to the variables Ray Train V2 hands on to a run's controller.
+
+    Workaround on a private Ray module. Ray Train copies into the runtime env of its controller
+    actor (and from there its workers') only the variables listed in
+    ``ray.train.v2._internal.constants.ENV_VARS_TO_PROPAGATE``, read at each ``fit()`` by
+    ``get_env_vars_to_propagate()`` (same module; called by
+    ``DataParallelTrainer._initialize_and_run_controller`` in
+    ``ray/train/v2/api/data_parallel_trainer.py`` and by the worker group in
+    ``ray/train/v2/_internal/execution/worker_group/worker_group.py``). Ray 2.60.0 does not list
+    ``RAY_ADDRESS``; the detached ``PlacementGroupCleaner`` the controller launches needs it (see
+    ``pin_cluster_address``). ``tests/unit/test_tune_config.py`` fails once Ray lists it itself
+    (then drop this) or the set goes away. Idempotent: a set.
+    """
+    from ray.train.v2._internal import constants
+
+    constants.ENV_VARS_TO_PROPAGATE.add("RAY_ADDRESS")
+
+
 def pin_cluster_address() -> None:
     """Give this trial's Ray Train run its cluster's address (call in the trial's process).
 
@@ -162,10 +184,9 @@ def pin_cluster_address() -> None:
     process that calls fit() to its controller (whose child the cleaner is) and workers.
     """
     import ray
-    from ray.train.v2._internal import constants
 
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
-    constants.ENV_VARS_TO_PROPAGATE.add("RAY_ADDRESS")
+    propagate_ray_address_to_train()
 
 
 def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: dict[str, Any]) -> None:
@@ -207,9 +228,10 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: dict[str, 
     result = trainer.fit()
     # Only a run that reached its end gets here: a trial the scheduler stops is killed in fit().
     # (Tune marks both kinds ``done``; this marker tells them apart in result.json.)
-    storage.write_text(
+    storage.write_json(
         storage.join(output, name, FINISHED_FILE),
-        json.dumps({"step": (result.metrics or {}).get("step"), "finished_at": now_iso()}) + "\n",
+        {"step": (result.metrics or {}).get("step"), "finished_at": now_iso()},
+        indent=None,
     )
 
 
@@ -277,8 +299,44 @@ def require_state_api(timeout_s: int = 30) -> None:
 def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) a sweep; returns and writes OUTPUT/result.json."""
     import ray
-    from ray import tune
 
+    tcfg = cfg.tune
+    base, manifest, max_t = _trial_base(cfg)  # every input check before Ray starts
+    storage_path, name = _split_output(tcfg.output)
+    output = storage.join(storage_path, name)
+    if not ray.is_initialized():
+        ray.init()
+    if tcfg.scheduler == "asha":
+        require_state_api()
+    concurrent = auto_max_concurrent(base, tcfg)
+    trainable = _trainable(base, manifest, output, name)
+    t0 = time.perf_counter()
+    if resume:
+        tuner = _restore_tuner(trainable, output, tcfg)
+    else:
+        _start_experiment(cfg, output, max_t=max_t, concurrent=concurrent)
+        tuner = _new_tuner(
+            trainable, tcfg, base, max_t=max_t, concurrent=concurrent, where=(storage_path, name)
+        )
+    log.info(
+        "sweep %s: %d trials, %d at a time, max %d steps each",
+        name,
+        tcfg.num_samples,
+        concurrent,
+        max_t,
+    )
+    grid = tuner.fit()
+    record = summarize(grid, tcfg, output, base)
+    record["elapsed_s"] = round(time.perf_counter() - t0, 2)
+    record["max_concurrent"] = concurrent
+    record["max_t"] = max_t
+    _write_result(record, cfg, output)
+    return record
+
+
+def _trial_base(cfg: Config) -> tuple[TrainConfig, Manifest, int]:
+    """The train config every trial starts from, the data's manifest, and max_t (the longest
+    trial's optimizer steps); the space is checked against that config too."""
     from steam_ray.train.trainer import validate_inputs
 
     tcfg = cfg.tune
@@ -298,13 +356,13 @@ def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         )
         validate_inputs(base)
     _validate_space(base, tcfg)
-    storage_path, name = _split_output(tcfg.output)
-    output = storage.join(storage_path, name)
-    if not ray.is_initialized():
-        ray.init()
-    if tcfg.scheduler == "asha":
-        require_state_api()
-    concurrent = auto_max_concurrent(base, tcfg)
+    return base, manifest, max_t
+
+
+def _trainable(base: TrainConfig, manifest: Manifest, output: str, name: str) -> Any:
+    """``run_trial`` with the sweep's fixed arguments bound and the driver's resources."""
+    from ray import tune
+
     from steam_ray.train.trainer import run_info_for
 
     sweep_info = {
@@ -316,80 +374,81 @@ def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     # The trial driver only waits on its TorchTrainer: no CPU at all (a fraction would split
     # the nodes' free CPUs, and Ray Data's 1-CPU file listing task would then never run).
     # Tune refuses an all-zero request, hence a token 1 byte of memory.
-    trainable = tune.with_resources(trainable, DRIVER_RESOURCES)
-    t0 = time.perf_counter()
-    exp_dir = output
-    if resume:
-        if not tune.Tuner.can_restore(exp_dir):
-            raise ConfigError(f"--resume: no sweep to resume in {tcfg.output}")
-        log.info("resuming sweep %s", exp_dir)
-        tuner = tune.Tuner.restore(
-            exp_dir, trainable=trainable, resume_unfinished=True, resume_errored=True
-        )
-    else:
-        if storage.exists(storage.join(exp_dir, RESULT_FILE)) or tune.Tuner.can_restore(exp_dir):
-            raise ConfigError(
-                f"{tcfg.output} already holds a sweep: pass --resume to continue it, or choose "
-                "another --output"
-            )
-        storage.makedirs(exp_dir)
-        storage.write_text(
-            storage.join(exp_dir, SWEEP_FILE),
-            json.dumps(
-                {"config": cfg.model_dump(mode="json"), "max_t": max_t, "concurrent": concurrent},
-                indent=2,
-            )
-            + "\n",
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(tcfg),
-            tune_config=tune.TuneConfig(
-                metric=tcfg.metric,
-                mode=tcfg.mode,
-                search_alg=_searcher(tcfg, concurrent),
-                scheduler=_scheduler(tcfg, base, max_t),
-                num_samples=tcfg.num_samples,
-                max_concurrent_trials=concurrent if tcfg.search == "optuna" else None,
-                trial_dirname_creator=trial_dir_name,
-                reuse_actors=False,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=storage_path,
-                failure_config=tune.FailureConfig(max_failures=tcfg.max_failures),
-                verbose=1,
-            ),
-        )
-    log.info(
-        "sweep %s: %d trials, %d at a time, max %d steps each",
-        name,
-        tcfg.num_samples,
-        concurrent,
-        max_t,
+    return tune.with_resources(trainable, DRIVER_RESOURCES)
+
+
+def _restore_tuner(trainable: Any, exp_dir: str, tcfg: TuneConfig) -> Any:
+    """``--resume``: the Tuner of the sweep already in ``exp_dir``, unfinished/errored trials
+    to run again."""
+    from ray import tune
+
+    if not tune.Tuner.can_restore(exp_dir):
+        raise ConfigError(f"--resume: no sweep to resume in {tcfg.output}")
+    log.info("resuming sweep %s", exp_dir)
+    return tune.Tuner.restore(
+        exp_dir, trainable=trainable, resume_unfinished=True, resume_errored=True
     )
-    grid = tuner.fit()
-    record = summarize(grid, tcfg, output, base)
-    record["elapsed_s"] = round(time.perf_counter() - t0, 2)
-    record["max_concurrent"] = concurrent
-    record["max_t"] = max_t
+
+
+def _start_experiment(cfg: Config, exp_dir: str, *, max_t: int, concurrent: int) -> None:
+    """Claim ``exp_dir`` for a new sweep (refused if it holds one) and write sweep.json."""
+    from ray import tune
+
+    if storage.exists(storage.join(exp_dir, RESULT_FILE)) or tune.Tuner.can_restore(exp_dir):
+        raise ConfigError(
+            f"{cfg.tune.output} already holds a sweep: pass --resume to continue it, or choose "
+            "another --output"
+        )
+    storage.makedirs(exp_dir)
+    storage.write_json(
+        storage.join(exp_dir, SWEEP_FILE),
+        {"config": cfg.model_dump(mode="json"), "max_t": max_t, "concurrent": concurrent},
+    )
+
+
+def _new_tuner(
+    trainable: Any,
+    tcfg: TuneConfig,
+    base: TrainConfig,
+    *,
+    max_t: int,
+    concurrent: int,
+    where: tuple[str, str],
+) -> Any:
+    """A new Tuner whose experiment dir is ``storage_path/name`` (``where``): OUTPUT."""
+    from ray import tune
+
+    storage_path, name = where
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(tcfg),
+        tune_config=tune.TuneConfig(
+            metric=tcfg.metric,
+            mode=tcfg.mode,
+            search_alg=_searcher(tcfg, concurrent),
+            scheduler=_scheduler(tcfg, base, max_t),
+            num_samples=tcfg.num_samples,
+            max_concurrent_trials=concurrent if tcfg.search == "optuna" else None,
+            trial_dirname_creator=trial_dir_name,
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=tune.FailureConfig(max_failures=tcfg.max_failures),
+            verbose=1,
+        ),
+    )
+
+
+def _write_result(record: dict[str, Any], cfg: Config, output: str) -> None:
+    """OUTPUT/result.json; then register the best checkpoint if the sweep has a registry."""
     result_path = storage.join(output, RESULT_FILE)
-    storage.write_text(result_path, json.dumps(record, indent=2, default=str) + "\n")
-    if tcfg.registry is not None:
+    storage.write_json(result_path, record)
+    if cfg.tune.registry is not None:
         # After result.json is safe: a registry problem must not lose the sweep's summary.
         record["registered"] = register_best(record, cfg, output)
-        storage.write_text(result_path, json.dumps(record, indent=2, default=str) + "\n")
-    return record
-
-
-def _better(a: float, b: float, mode: str) -> bool:
-    return a > b if mode == "max" else a < b
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    return None
+        storage.write_json(result_path, record)
 
 
 def _stopped_early(
@@ -408,69 +467,16 @@ def _stopped_early(
 
 def summarize(grid: Any, tcfg: TuneConfig, output: str, base: TrainConfig) -> dict[str, Any]:
     """result.json: every trial, and the sweep's best = the trial whose best checkpoint scores
-    best on the metric."""
+    best on the metric. Writes OUTPUT/history.json (every trial's evaluations) on the way."""
     trials: list[dict[str, Any]] = []
     history: dict[str, list[dict[str, Any]]] = {}
     for result in grid:
-        last = dict(result.metrics or {})
-        trial_dir = posixpath.basename(result.path.rstrip("/"))
-        trial_id = str(
-            last.get("trial_id") or posixpath.basename(result.path).removeprefix(TRIAL_PREFIX)
-        )
-        frame = result.metrics_dataframe
-        rows: list[dict[str, Any]] = [] if frame is None else frame.to_dict("records")
-        curve = [
-            {k: r.get(k) for k in (*CURVE_KEYS, CHECKPOINT_KEY) if k in r}
-            for r in rows
-            if "step" in r
-        ]
-        history[trial_id] = [json_safe(p) for p in curve]
-        best_row: dict[str, Any] | None = None
-        for row in curve:
-            score = _finite(row.get(tcfg.metric))
-            if score is None or not isinstance(row.get(CHECKPOINT_KEY), str):
-                continue
-            if best_row is not None and not _better(score, float(best_row[tcfg.metric]), tcfg.mode):
-                continue
-            # Ray Train keeps `keep_checkpoints` by score; on a tie it may keep a later one
-            # than the first best evaluation: only a checkpoint still on storage can win
-            # (checked only for a would-be best: one storage request, not one per row).
-            if storage.exists(storage.user_path(output, str(row[CHECKPOINT_KEY]))):
-                best_row = row
-        checkpoint = (
-            storage.user_path(output, str(best_row[CHECKPOINT_KEY]))
-            if best_row is not None
-            else None
-        )
-        status = "ERROR" if result.error is not None else "TERMINATED"
-        trials.append(
-            {
-                "trial_id": trial_id,
-                "config": dict(result.config or {}),
-                "metrics": json_safe({k: v for k, v in last.items() if _scalar(v)}),
-                "best_metrics": json_safe(
-                    {k: v for k, v in (best_row or {}).items() if k != CHECKPOINT_KEY}
-                ),
-                "status": status,
-                "iterations": int(last.get("training_iteration", 0) or 0),
-                "stopped_early": _stopped_early(
-                    status, last, storage.join(output, trial_dir), dict(result.config or {}), base
-                ),
-                "checkpoint": checkpoint,
-                "error": str(result.error) if result.error is not None else None,
-            }
-        )
+        trial, curve = _trial_summary(result, tcfg, output, base)
+        history[trial["trial_id"]] = [json_safe(p) for p in curve]
+        trials.append(trial)
     trials.sort(key=lambda t: t["trial_id"])
-    best: dict[str, Any] | None = None
-    for trial in trials:
-        score = _finite(trial["best_metrics"].get(tcfg.metric))
-        if score is None or trial["checkpoint"] is None:
-            continue
-        if best is None or _better(score, float(best["best_metrics"][tcfg.metric]), tcfg.mode):
-            best = trial
-    storage.write_text(
-        storage.join(output, HISTORY_FILE), json.dumps(history, indent=2, default=str) + "\n"
-    )
+    best = _best_trial(trials, tcfg)
+    storage.write_json(storage.join(output, HISTORY_FILE), history)
     return {
         "metric": tcfg.metric,
         "mode": tcfg.mode,
@@ -482,6 +488,81 @@ def summarize(grid: Any, tcfg: TuneConfig, output: str, base: TrainConfig) -> di
         "output": output,
         "finished_at": now_iso(),
     }
+
+
+def _trial_summary(
+    result: Any, tcfg: TuneConfig, output: str, base: TrainConfig
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One trial's entry in result.json, and its learning curve (for history.json)."""
+    last = dict(result.metrics or {})
+    trial_dir = posixpath.basename(result.path.rstrip("/"))
+    trial_id = str(
+        last.get("trial_id") or posixpath.basename(result.path).removeprefix(TRIAL_PREFIX)
+    )
+    curve = _curve(result.metrics_dataframe)
+    best_row = _best_evaluation(curve, tcfg, output)
+    status = "ERROR" if result.error is not None else "TERMINATED"
+    config = dict(result.config or {})
+    trial = {
+        "trial_id": trial_id,
+        "config": config,
+        "metrics": json_safe({k: v for k, v in last.items() if _scalar(v)}),
+        "best_metrics": json_safe(
+            {k: v for k, v in (best_row or {}).items() if k != CHECKPOINT_KEY}
+        ),
+        "status": status,
+        "iterations": int(last.get("training_iteration", 0) or 0),
+        "stopped_early": _stopped_early(
+            status, last, storage.join(output, trial_dir), config, base
+        ),
+        "checkpoint": (
+            storage.user_path(output, str(best_row[CHECKPOINT_KEY]))
+            if best_row is not None
+            else None
+        ),
+        "error": str(result.error) if result.error is not None else None,
+    }
+    return trial, curve
+
+
+def _curve(frame: Any) -> list[dict[str, Any]]:
+    """A trial's evaluations (the reported rows with a step): CURVE_KEYS and the checkpoint."""
+    rows: list[dict[str, Any]] = [] if frame is None else frame.to_dict("records")
+    return [
+        {k: r.get(k) for k in (*CURVE_KEYS, CHECKPOINT_KEY) if k in r} for r in rows if "step" in r
+    ]
+
+
+def _best_evaluation(
+    curve: list[dict[str, Any]], tcfg: TuneConfig, output: str
+) -> dict[str, Any] | None:
+    """The evaluation whose checkpoint scores best (the first of equals), among those whose
+    checkpoint is still on storage."""
+    best_row: dict[str, Any] | None = None
+    for row in curve:
+        score = finite(row.get(tcfg.metric))
+        if score is None or not isinstance(row.get(CHECKPOINT_KEY), str):
+            continue
+        if best_row is not None and not beats(score, float(best_row[tcfg.metric]), tcfg.mode):
+            continue
+        # Ray Train keeps `keep_checkpoints` by score; on a tie it may keep a later one
+        # than the first best evaluation: only a checkpoint still on storage can win
+        # (checked only for a would-be best: one storage request, not one per row).
+        if storage.exists(storage.user_path(output, str(row[CHECKPOINT_KEY]))):
+            best_row = row
+    return best_row
+
+
+def _best_trial(trials: list[dict[str, Any]], tcfg: TuneConfig) -> dict[str, Any] | None:
+    """The trial whose best checkpoint scores best (the first of equals in ``trials``' order)."""
+    best: dict[str, Any] | None = None
+    for trial in trials:
+        score = finite(trial["best_metrics"].get(tcfg.metric))
+        if score is None or trial["checkpoint"] is None:
+            continue
+        if best is None or beats(score, float(best["best_metrics"][tcfg.metric]), tcfg.mode):
+            best = trial
+    return best
 
 
 def _scalar(value: Any) -> bool:

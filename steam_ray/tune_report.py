@@ -25,7 +25,7 @@ def _load(output: str, name: str) -> Any:
     if not storage.exists(path):
         raise DataError(f"{path} not found: is {output} the output of `steam-ray tune`?")
     try:
-        return json.loads(storage.read_text(path))
+        return storage.read_json(path)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from exc
 

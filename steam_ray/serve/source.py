@@ -17,10 +17,10 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from steam_ray import storage
+from steam_ray.config import DEFAULT_MODEL_NAME
 from steam_ray.errors import ConfigError, SteamRayError
 
 DEFAULT_REGISTRY = "artifacts/registry"
-DEFAULT_MODEL_NAME = "steam-sentiment"
 REQUIRED_FILES: tuple[str, ...] = ("config.json",)
 # "best", "NAME", "NAME:best", "NAME:VERSION" — no slashes, so never confused with a path.
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?$")

@@ -178,3 +178,22 @@ def test_registry_cli(tmp_path: Path) -> None:
 
     missing = runner.invoke(app, ["registry", "path", "other:best", "-r", str(root)])
     assert missing.exit_code == 1 and "other" in missing.output and str(root) in missing.output
+
+
+def test_the_shared_score_rule() -> None:
+    """One rule for the registry's pointer and a sweep's best (steam_ray.scores)."""
+    from steam_ray.scores import beats, finite
+
+    assert [finite(v) for v in (0.5, 2, True, None, "0.9", float("nan"), float("inf"))] == [
+        0.5,
+        2.0,
+        1.0,
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert beats(0.9, 0.8, "max") and not beats(0.8, 0.9, "max") and not beats(0.8, 0.8, "max")
+    assert beats(0.1, 0.2, "min") and not beats(0.2, 0.1, "min") and not beats(0.2, 0.2, "min")
+    assert beats(0.1, None, "max") and not beats(None, 0.1, "max") and not beats(None, None, "min")
+    assert not beats(float("nan"), 0.1, "max") and not beats(float("nan"), 0.1, "min")

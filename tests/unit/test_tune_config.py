@@ -6,7 +6,13 @@ import pytest
 
 from steam_ray.config import Config, TrainConfig, TuneConfig
 from steam_ray.errors import ConfigError
-from steam_ray.tune import max_concurrent_for, param_space, planned_steps, trial_train_config
+from steam_ray.tune import (
+    max_concurrent_for,
+    param_space,
+    planned_steps,
+    propagate_ray_address_to_train,
+    trial_train_config,
+)
 
 
 def test_unknown_or_bad_space_is_refused() -> None:
@@ -93,3 +99,36 @@ def test_gpu_share_packs_trials_onto_a_gpu() -> None:
         TrainConfig(num_workers=2, use_gpu=True, gpus_per_worker=0.5)
     with pytest.raises(ValueError, match="needs use_gpu"):
         TrainConfig(gpus_per_worker=0.5)
+
+
+def test_ray_address_workaround_is_still_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``propagate_ray_address_to_train`` edits a private Ray Train set; this fails when the
+    installed Ray no longer needs that (it lists RAY_ADDRESS itself: drop the workaround) or no
+    longer has the set where it is read."""
+    import importlib.util
+    import inspect
+
+    from ray.train.v2._internal import constants
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    # The set as the installed Ray defines it: a fresh run of the module, whatever this process
+    # has done to the loaded one.
+    spec = importlib.util.find_spec(constants.__name__)
+    assert spec is not None and spec.loader is not None
+    pristine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pristine)
+    assert isinstance(pristine.ENV_VARS_TO_PROPAGATE, set)
+    assert "RAY_ADDRESS" not in pristine.ENV_VARS_TO_PROPAGATE, (
+        "Ray Train now propagates RAY_ADDRESS itself: remove propagate_ray_address_to_train"
+    )
+    # Ray Train still builds the controller's env from it.
+    source = inspect.getsource(DataParallelTrainer._initialize_and_run_controller)
+    assert "get_env_vars_to_propagate()" in source
+
+    monkeypatch.setattr(constants, "ENV_VARS_TO_PROPAGATE", set(pristine.ENV_VARS_TO_PROPAGATE))
+    propagate_ray_address_to_train()
+    propagate_ray_address_to_train()  # idempotent
+    propagated = set(constants.ENV_VARS_TO_PROPAGATE)
+    assert propagated == pristine.ENV_VARS_TO_PROPAGATE | {"RAY_ADDRESS"}
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")
+    assert constants.get_env_vars_to_propagate()["RAY_ADDRESS"] == "10.0.0.7:6379"
