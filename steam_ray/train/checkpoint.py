@@ -11,7 +11,6 @@ lineage: one entry per attempt, counted in ``attempts.json`` in the run director
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import subprocess
 from datetime import UTC, datetime
@@ -116,8 +115,8 @@ def save_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2, default=str) + "\n")
-    (out / INFO_FILE).write_text(json.dumps(json_safe(info), indent=2, default=str) + "\n")
+    storage.write_json(str(out / METRICS_FILE), json_safe(metrics))
+    storage.write_json(str(out / INFO_FILE), json_safe(info))
     torch.save(state, out / STATE_FILE)
     return out
 
@@ -147,11 +146,6 @@ def load_training_state(directory: str | Path) -> dict[str, Any]:
         Path(directory) / STATE_FILE, map_location="cpu", weights_only=False
     )
     return state
-
-
-def read_json(path: str | Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(Path(path).read_text())
-    return data
 
 
 def checkpoint_info(
@@ -188,7 +182,7 @@ def checkpoint_info(
 
 def read_lineage(directory: str | Path) -> list[dict[str, Any]]:
     """The attempts that led to a checkpoint (oldest first), from its ``steam_ray.json``."""
-    return list(read_json(Path(directory) / INFO_FILE).get("lineage", []))
+    return list(storage.read_json(str(Path(directory) / INFO_FILE)).get("lineage", []))
 
 
 def lineage_entry(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 
@@ -29,7 +28,7 @@ def maybe_inject_failure(
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError, ValueError):
-            if json.loads(storage.read_text(snapshot)).get("checkpoint_results"):
+            if storage.read_json(snapshot).get("checkpoint_results"):
                 break
         time.sleep(0.5)
     storage.write_text(marker, f"rank {rank} exited at step {step}\n")

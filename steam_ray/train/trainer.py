@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -86,7 +85,7 @@ def latest_checkpoint_info(run_dir: str) -> tuple[str, dict[str, Any]] | None:
     for path in reversed([d for d in dirs if d.rsplit("/", 1)[-1].startswith("checkpoint_")]):
         info_path = storage.join(run_dir, path.rsplit("/", 1)[-1], INFO_FILE)
         if storage.exists(info_path):
-            return info_path, json.loads(storage.read_text(info_path))
+            return info_path, storage.read_json(info_path)
     return None
 
 
@@ -305,6 +304,5 @@ def run_record(
 
 def write_result(record: dict[str, Any], output: str, run_dir: str) -> None:
     """result.json in the output dir (the latest run) and in the run dir (this run's)."""
-    text = json.dumps(record, indent=2, default=str) + "\n"
-    storage.write_text(storage.join(output, RESULT_FILE), text)
-    storage.write_text(storage.join(run_dir, RESULT_FILE), text)
+    for directory in (output, run_dir):
+        storage.write_json(storage.join(directory, RESULT_FILE), record)
