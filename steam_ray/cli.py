@@ -136,6 +136,7 @@ def _load(config: str | None, overrides: dict[str, Any], debug: bool) -> Config:
     return _run(debug, lambda: load_config(config, overrides))
 
 
+# Long only in its signature (one typer option per flag); the body is the module docstring's steps.
 @data_app.command("prepare")
 def data_prepare(
     ctx: typer.Context,
@@ -218,6 +219,7 @@ def _mib_to_bytes(mib: float | None) -> int | None:
     return None if mib is None else int(mib * 1024 * 1024)
 
 
+# Long only in its signature (one typer option per flag); the body is the module docstring's steps.
 @app.command("train")
 def train(
     ctx: typer.Context,
@@ -323,6 +325,7 @@ def _echo_registration(reg: Any) -> None:
     typer.secho(f"registered {v.name}:{v.version} ({state}: {reg.reason})", err=True)
 
 
+# Long only in its signature (one typer option per flag); the body is the module docstring's steps.
 @tune_app.callback()
 def tune(
     ctx: typer.Context,
