@@ -125,10 +125,13 @@ def _run(debug: bool, fn: Callable[[], T]) -> T:
     """Run a stage; user errors become one clear line and exit code 1."""
     try:
         return fn()
-    except (SteamRayError, FileNotFoundError, ValueError) as exc:
+    except (SteamRayError, OSError, ValueError) as exc:
         if debug or os.environ.get("STEAM_RAY_DEBUG"):
             raise
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        from steam_ray.cluster import describe_os_error
+
+        message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from None
 
 
@@ -211,7 +214,7 @@ def data_prepare(
     if columns:  # else the source's own column map stays whole
         overrides["data"]["columns"] = columns
     cfg = _load(config, overrides, debug)
-    _require_shared(ctx, debug, shared_fs, **{"data prepare --output": cfg.data.output})
+    _require_shared(ctx, debug, shared_fs, **_prepare_paths(cfg))
     print_summary(_run(debug, lambda: prepare(cfg.data)))
 
 
@@ -293,6 +296,14 @@ def train(
     if registry is not None:
         result["registered"] = _run(debug, lambda: _register_run(cfg, result, registry, force))
     _echo_json(result)
+
+
+def _prepare_paths(cfg: Config) -> dict[str, str]:
+    """What prepare's read and write tasks open on every node (an hf --input is a hub name)."""
+    paths = {"data prepare --output": cfg.data.output}
+    if cfg.data.input is not None and cfg.data.source != "hf":
+        paths["data prepare --input"] = cfg.data.input
+    return paths
 
 
 def _train_paths(cfg: Config, registry: str | None) -> dict[str, str]:

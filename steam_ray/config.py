@@ -109,6 +109,9 @@ class DataConfig(_Section):
     object_store_mb: int | None = Field(1024, ge=16)
     # Dedupe actors; a kept row's key goes to actor hash(key) % N (one per node scales out).
     dedupe_actors: int = Field(1, ge=1)
+    # Test hook for the fault-tolerance tests, not for real runs: each write task's process
+    # exits hard after writing this many files, once per task (its retry then runs through).
+    fault_exit_after_files: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _fractions(self) -> DataConfig:

@@ -24,12 +24,21 @@ def is_uri(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+#: The variable Google's own clients read to talk to a GCS emulator (``http://host:port``);
+#: Arrow's GCS filesystem does not, so ``gs://`` URIs get the endpoint from it here.
+GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+
+
 @functools.cache
-def _filesystem(scheme: str, bucket: str) -> pafs.FileSystem:
+def _filesystem(scheme: str, bucket: str, gcs_emulator: str = "") -> pafs.FileSystem:
     """One filesystem per (scheme, bucket): building one reads credentials (and for S3 may ask
     the bucket's region over the network), far too slow to repeat per file access."""
     if scheme == "file":
         return pafs.LocalFileSystem()
+    if gcs_emulator and scheme in ("gs", "gcs"):
+        url = gcs_emulator if "://" in gcs_emulator else f"http://{gcs_emulator}"
+        web, host = url.split("://", 1)
+        return pafs.GcsFileSystem(anonymous=True, endpoint_override=host.rstrip("/"), scheme=web)
     fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{bucket}")
     return fs
 
@@ -48,9 +57,26 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
             fs, inner = pafs.FileSystem.from_uri(path)
             return fs, inner
         scheme, bucket, rest = plain.groups()
-        return _filesystem(scheme, bucket), (bucket + (rest or "")).rstrip("/")
+        emulator = os.environ.get(GCS_EMULATOR_ENV, "")
+        return _filesystem(scheme, bucket, emulator), (bucket + (rest or "")).rstrip("/")
     local = path.removeprefix("file://")
     return _filesystem("file", ""), str(Path(local).expanduser().resolve())
+
+
+def for_ray(path: str) -> tuple[str, pafs.FileSystem | None]:
+    """(path, filesystem) to hand Ray (Data reads, Train/Tune ``storage_path``): for a URI our
+    filesystem and the path inside it, so Ray talks to the same store (an emulator included);
+    a local path as it is, with Ray's own local handling."""
+    if not is_uri(path):
+        return path, None
+    fs, inner = resolve(path)
+    return inner, fs
+
+
+def ray_storage(storage_path: str) -> dict[str, Any]:
+    """``storage_path``/``storage_filesystem`` for a Ray Train or Tune ``RunConfig``."""
+    where, fs = for_ray(storage_path)
+    return {"storage_path": where, "storage_filesystem": fs}
 
 
 def user_path(like: str, fs_path: str) -> str:
@@ -141,29 +167,24 @@ def declared_shared(path: str) -> bool:
     return any(local == root or root in local.parents for root in roots)
 
 
-def alive_nodes() -> int:
-    """Alive nodes of the Ray cluster this process is connected to (connecting if needed)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init()
-    nodes: list[dict[str, object]] = ray.nodes()  # type: ignore[no-untyped-call]
-    return sum(1 for node in nodes if node.get("Alive"))
-
-
 def require_shared_storage(path: str, what: str, *, shared_fs: bool = False) -> None:
-    """Refuse a node-local ``path`` when the cluster has more than one node.
+    """Refuse a node-local ``path`` on a multi-node cluster: more than one node now, or worker
+    groups its autoscaler can add (a job submitted to a KubeRay cluster scaled to zero sees
+    one node, the head, and its tasks then run on workers that do not exist yet).
 
     Ray Train/Tune workers and Ray Data tasks run on any node and write (or read) there: a local
     path would scatter outputs over the nodes' disks. ``gs://``/``s3://`` URIs, ``shared_fs`` and
     paths declared by ``STEAM_RAY_SHARED_FS`` pass without asking the cluster.
     """
+    from steam_ray import cluster
+
     if is_uri(path) or shared_fs or declared_shared(path):
         return
-    nodes = alive_nodes()
-    if nodes > 1:
+    shape = cluster.shape()
+    if shape.multi_node:
+        nodes = f"has {shape.nodes} nodes" if shape.nodes > 1 else "autoscales worker nodes"
         raise ConfigError(
-            f"{what} {path!r} is a local path but the Ray cluster has {nodes} nodes: each node "
+            f"{what} {path!r} is a local path but the Ray cluster {nodes}: each node "
             "would see only its own files. Use gs:// or s3://, or a mount every node shares "
             f"(then pass --shared-fs or set {SHARED_FS_ENV}=<mount root>)."
         )

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steam_ray import storage
+from steam_ray import cluster, storage
 from steam_ray.config import Config, SearchParam, TrainConfig, TuneConfig
 from steam_ray.errors import ConfigError
 from steam_ray.scores import beats, finite
@@ -136,12 +136,11 @@ def max_concurrent_for(base: TrainConfig, tcfg: TuneConfig, cpus: float, gpus: f
 
 
 def auto_max_concurrent(base: TrainConfig, tcfg: TuneConfig) -> int:
-    import ray
-
-    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
-    return max_concurrent_for(
-        base, tcfg, float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-    )
+    """Sized by what the cluster can grow to (the CPUs in max_concurrent_for's message): on
+    an autoscaling cluster (0 CPUs at submit) Tune's pending trials are what make the
+    autoscaler add the nodes they run on."""
+    shape = cluster.shape()
+    return max_concurrent_for(base, tcfg, shape.max_cpus, shape.max_gpus)
 
 
 def _split_output(output: str) -> tuple[str, str]:
@@ -298,14 +297,11 @@ def require_state_api(timeout_s: int = 30) -> None:
 
 def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) a sweep; returns and writes OUTPUT/result.json."""
-    import ray
-
     tcfg = cfg.tune
     base, manifest, max_t = _trial_base(cfg)  # every input check before Ray starts
     storage_path, name = _split_output(tcfg.output)
     output = storage.join(storage_path, name)
-    if not ray.is_initialized():
-        ray.init()
+    cluster.connect()
     if tcfg.scheduler == "asha":
         require_state_api()
     concurrent = auto_max_concurrent(base, tcfg)
@@ -325,8 +321,9 @@ def sweep(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         concurrent,
         max_t,
     )
-    grid = tuner.fit()
-    record = summarize(grid, tcfg, output, base)
+    with cluster.steady_cwd():  # Tune's result listing resolves paths against the cwd
+        grid = tuner.fit()
+        record = summarize(grid, tcfg, output, base)
     record["elapsed_s"] = round(time.perf_counter() - t0, 2)
     record["max_concurrent"] = concurrent
     record["max_t"] = max_t
@@ -434,7 +431,7 @@ def _new_tuner(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=storage_path,
+            **storage.ray_storage(storage_path),
             failure_config=tune.FailureConfig(max_failures=tcfg.max_failures),
             verbose=1,
         ),

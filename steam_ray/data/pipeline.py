@@ -37,7 +37,7 @@ import pyarrow.fs as pafs
 import ray
 
 import steam_ray
-from steam_ray import storage
+from steam_ray import cluster, storage
 from steam_ray.config import DataConfig, resolve_model
 from steam_ray.data import manifest as mf
 from steam_ray.data.clean import REASONS, Deduper, classify, kept_keys, mark_duplicates
@@ -207,25 +207,36 @@ def _find_user_error(exc: BaseException) -> SteamRayError | None:
 
 
 def _ensure_ray() -> None:
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True)
+    cluster.connect(log_to_driver=True)
 
 
-def _cluster_cpus() -> float:
-    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
-    return float(resources.get("CPU", 1.0))
+def tokenizer_pool(cfg: DataConfig, shape: cluster.Shape) -> tuple[int, int]:
+    """(min, max) tokenizer actors: one per CPU the cluster has now up to one per CPU it can
+    grow to. Ray Data adds actors while their queue backs up, and asks the autoscaler for the
+    nodes to place them (a job submitted to 0 workers would otherwise get one actor)."""
+    if cfg.tokenizer_actors is not None:
+        return cfg.tokenizer_actors, cfg.tokenizer_actors
+    low = max(1, int(shape.cpus))
+    return low, max(low, int(shape.max_cpus))
+
+
+def _actor_pool(sizes: tuple[int, int]) -> ray.data.ActorPoolStrategy:
+    low, high = sizes
+    return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
 
 
 def build_dataset(
     cfg: DataConfig, files: list[str], tokenizer: str, dedupers: list[Any] | None = None
 ) -> ray.data.Dataset:
     """The pipeline up to tokenization; ``tokenizer`` is the fast tokenizer's JSON."""
-    # At least ~4 read tasks per CPU (a ~2 GB file still gets csv_chunk_bytes ranges).
+    shape = cluster.shape()
+    # At least ~4 read tasks per CPU the cluster can grow to (a ~2 GB file still gets
+    # csv_chunk_bytes ranges).
     ds = read_source(
         cfg,
         files,
         {"num_cpus": READ_CPUS},
-        min_ranges=4 * int(_cluster_cpus()),
+        min_ranges=4 * max(1, int(shape.max_cpus)),
         # Ranges in a seeded random order, so rows that are written together come from all
         # over a file sorted by game. ``limit`` keeps file order: it means "the first N rows".
         order_seed=None if cfg.limit is not None else cfg.seed,
@@ -253,9 +264,7 @@ def build_dataset(
         batch_size=cfg.batch_size,
         # One per cluster CPU: tokenizing is the bulk of the work, and at 0.5 CPU each they
         # leave room for reads and writes (measured: 2 actors ~12% faster than 1 on 2 cores).
-        compute=ray.data.ActorPoolStrategy(
-            size=cfg.tokenizer_actors or max(1, int(_cluster_cpus()))
-        ),
+        compute=_actor_pool(tokenizer_pool(cfg, shape)),
         num_cpus=TOKENIZE_CPUS,
     )
 
@@ -301,6 +310,7 @@ def _run(cfg: DataConfig, files: list[str], tokenizer: str, out: str) -> WriteSt
         keep_rejected=cfg.keep_rejected,
         seed=cfg.seed,
         min_rows_per_write=cfg.min_rows_per_write,
+        exit_after_files=cfg.fault_exit_after_files,
     )
     try:
         with _data_context(cfg):

@@ -3,7 +3,8 @@ per-task statistics the manifest is built from (so no second pass over the outpu
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,6 +139,17 @@ def shuffled(table: pa.Table, split: str, seed: int) -> tuple[pa.Table, int]:
     return table.take(pa.array(order)), int(h[order[0]]) if h.size else 0
 
 
+def content_key(tables: list[pa.Table]) -> str:
+    """A short hash of the tables' rows (Arrow IPC bytes): the same rows, the same key."""
+    digest = hashlib.blake2b(digest_size=8)
+    for table in tables:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        digest.update(sink.getvalue())
+    return digest.hexdigest()
+
+
 def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.zeros(max(a.size, b.size), dtype=np.int64)
     out[: a.size] += a
@@ -154,11 +166,14 @@ class PreparedDatasink(Datasink["WriteStats"]):
         keep_rejected: bool = True,
         seed: int = 0,
         min_rows_per_write: int | None = None,
+        exit_after_files: int | None = None,
     ) -> None:
         self.output = output
         self.keep_rejected = keep_rejected
         self.seed = seed
         self._min_rows = min_rows_per_write
+        # Fault hook for tests (``data.fault_exit_after_files``): the task's process dies.
+        self.exit_after_files = exit_after_files
         self.result: WriteStats | None = None
 
     @property
@@ -184,19 +199,30 @@ class PreparedDatasink(Datasink["WriteStats"]):
                 kept[s].append(part)
             if self.keep_rejected and dropped.num_rows:
                 rejected.append(dropped.select(list(REJECTED_COLUMNS)))
-        # One file per split per write task; a unique name so tasks never collide.
+        # One file per split per write task, named by the task and its rows' content: Ray
+        # retries a failed write task with the same index and blocks, and the retry then
+        # overwrites what the failed attempt wrote instead of leaving orphans beside it.
         task = getattr(ctx, "task_idx", 0)
         for s, parts in kept.items():
             if parts:
                 table, key = shuffled(pa.concat_tables(parts), s, self.seed)
                 table = table.select(list(KEPT_COLUMNS)).cast(KEPT_SCHEMA)
                 # Led by a hash of the rows, so listing order is not input order either.
-                name = f"part-{key:016x}-{task:05d}-{uuid.uuid4().hex[:8]}.parquet"
-                total.files.append(self._write(storage.join(self.output, s, name), [table]))
-        name = f"part-{task:05d}-{uuid.uuid4().hex[:12]}.parquet"
+                name = f"part-{key:016x}-{task:05d}.parquet"
+                self._write_file(total, storage.join(self.output, s, name), [table], task)
         if rejected:
-            total.files.append(self._write(storage.join(self.output, "rejected", name), rejected))
+            name = f"part-{task:05d}-{content_key(rejected)}.parquet"
+            self._write_file(total, storage.join(self.output, "rejected", name), rejected, task)
         return total
+
+    def _write_file(self, total: WriteStats, path: str, parts: list[pa.Table], task: int) -> None:
+        total.files.append(self._write(path, parts))
+        if self.exit_after_files is not None and len(total.files) >= self.exit_after_files:
+            # Beside the (staging) output, which the swap removes: tests look for it.
+            marker = storage.join(f"{self.output.rstrip('/')}.faults", f"task{task:05d}")
+            if not storage.exists(marker):  # once per task: its retry runs to the end
+                storage.write_text(marker, f"{path}\n")
+                os._exit(1)  # a real process death between two files of one task
 
     def write_empty_splits(self, stats: WriteStats) -> None:
         """A split with no rows still gets a (zero-row) file, so readers find its schema."""

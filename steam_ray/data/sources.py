@@ -177,10 +177,14 @@ def read_source(
         ds = ray.data.read_datasource(
             source, override_num_blocks=max(1, len(source.ranges)), **read_args
         )
-    elif cfg.source == "parquet":
-        ds = ray.data.read_parquet(files, shuffle=shuffle, **read_args)
-    elif cfg.source == "jsonl":
-        ds = ray.data.read_json(files, lines=True, shuffle=shuffle, **read_args)
+    elif cfg.source in ("parquet", "jsonl"):
+        # Our filesystem (an emulator's too); every file lies under the one --input.
+        fs = storage.for_ray(files[0])[1]
+        where = [storage.for_ray(f)[0] for f in files]
+        if cfg.source == "parquet":
+            ds = ray.data.read_parquet(where, filesystem=fs, shuffle=shuffle, **read_args)
+        else:
+            ds = ray.data.read_json(where, lines=True, filesystem=fs, shuffle=shuffle, **read_args)
     elif cfg.source == "hf":
         ds = _read_hf(cfg, files[0], cfg.resolved_columns())
     else:

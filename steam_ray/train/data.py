@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
+from steam_ray import storage
 from steam_ray.batching import length_buckets, pad_rows
 
 Batch = dict[str, torch.Tensor]
@@ -147,8 +148,9 @@ def read_train_split(path: str, columns: list[str], seed: int, num_cpus: float =
     from ray.data import FileShuffleConfig
 
     shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=True)
+    where, fs = storage.for_ray(path)
     # select_columns is pushed down into the Parquet read (only these columns are read).
-    ds = ray.data.read_parquet(path, shuffle=shuffle, num_cpus=num_cpus)
+    ds = ray.data.read_parquet(where, filesystem=fs, shuffle=shuffle, num_cpus=num_cpus)
     return ds.select_columns(columns)
 
 
@@ -166,7 +168,9 @@ def read_eval_split(
     from ray.data import FileShuffleConfig
 
     shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=False)
-    ds = ray.data.read_parquet(path, shuffle=shuffle, num_cpus=num_cpus).select_columns(columns)
+    where, fs = storage.for_ray(path)
+    ds = ray.data.read_parquet(where, filesystem=fs, shuffle=shuffle, num_cpus=num_cpus)
+    ds = ds.select_columns(columns)
     if cap is not None and rows > 0 and cap < rows:
         ds = ds.random_sample(min(1.0, (1.25 * cap + 100) / rows), seed=seed)
     return ds

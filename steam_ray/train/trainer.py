@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from steam_ray import storage
+from steam_ray import cluster, storage
 from steam_ray.config import RESUME_KEYS, TrainConfig, resolve_model
 from steam_ray.data.manifest import Manifest, read_manifest, split_dir, tokenizer_fingerprint
 from steam_ray.errors import ConfigError, DataError
@@ -200,7 +200,8 @@ def build_trainer(
         scaling_config=scaling_config(cfg),
         run_config=RunConfig(
             name=name,
-            storage_path=storage_path,
+            # Our filesystem for a URI: Ray Train then uses the same store (an emulator too).
+            **storage.ray_storage(storage_path),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.keep_checkpoints,
                 checkpoint_score_attribute=cfg.checkpoint_metric,
@@ -238,12 +239,10 @@ def start_run(cfg: TrainConfig, manifest: Manifest, output: str, name: str) -> d
 
 def fit(cfg: TrainConfig, run_info: dict[str, Any], output: str, name: str) -> Any:
     """Run the TorchTrainer to the end (on a local Ray if none is connected); its Result."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init()
+    cluster.connect()
     trainer = build_trainer(cfg, run_info, storage_path=output, name=name)
-    return trainer.fit()
+    with cluster.steady_cwd():
+        return trainer.fit()
 
 
 def best_checkpoint(cfg: TrainConfig, result: Any, run_dir: str) -> tuple[Any, dict[str, Any]]:

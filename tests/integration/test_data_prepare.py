@@ -180,6 +180,37 @@ def test_random_split_and_rerun_replaces_output(
     assert sum(_read(out, s).num_rows for s in ("train", "val", "test")) == m.rows_kept
 
 
+def test_write_task_killed_between_files_leaves_no_orphans(
+    ray_cluster: Any, tmp_path: Path, minilm_path: str
+) -> None:
+    """Every write task's process dies (os._exit) after its first file; Ray retries it, and
+    the retry overwrites that file (names are per task and content) instead of adding a
+    second copy of its rows beside it: the output holds exactly the manifest's rows."""
+    src = tmp_path / "reviews.csv"
+    _write_steam_csv(src)
+    out = tmp_path / "out"
+    cfg = DataConfig(
+        source="steam",
+        input=str(src),
+        output=str(out),
+        model=minilm_path,
+        max_length=32,
+        csv_chunk_bytes=4096,
+        min_rows_per_write=40,  # several write tasks, each writing several files
+        fault_exit_after_files=1,
+    )
+    m = prepare(cfg)
+    killed = sorted(tmp_path.glob("out.staging-*.faults/task*"))
+    assert killed, "the fault hook did not fire: the test proves nothing"
+    assert m.rows_kept == len(GOOD)
+    for s in ("train", "val", "test"):
+        assert _read(out, s).num_rows == m.splits[s].rows, s
+    splits = _split_rows(out)
+    assert set().union(*splits.values()) == {(a, c, lab) for a, _, _, c, lab in GOOD}
+    n_drop = sum(len(v) for v in DROPS.values()) + len(MALFORMED_LINES)
+    assert _read(out, "rejected").num_rows == n_drop
+
+
 def test_one_block_per_csv_range(ray_cluster: Any, tmp_path: Path) -> None:
     """Ray must not re-split range reads (a split read cannot fuse with the cleaning map)."""
     import ray
