@@ -360,6 +360,7 @@ def tune(
     use_gpu: Annotated[bool | None, typer.Option("--use-gpu/--no-gpu")] = None,
     gpus_per_worker: GpusPerWorkerOpt = None,
     eval_every_steps: Annotated[int | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option(help="Base model of every trial.")] = None,
     seed: Annotated[int | None, typer.Option(help="Searcher seed.")] = None,
     model_name: ModelNameOpt = None,
     resume: Annotated[
@@ -395,6 +396,7 @@ def tune(
         use_gpu=use_gpu,
         gpus_per_worker=gpus_per_worker,
         eval_every_steps=eval_every_steps,
+        model=model,
     )
     overrides["registry"] = _passed(model_name=model_name)
     cfg = _load(config, overrides, debug)

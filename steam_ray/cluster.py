@@ -91,11 +91,36 @@ class Shape:
         return self.nodes > 1 or self.autoscaling
 
 
+#: What the cluster can grow to, declared by its manifest (worker groups' maxReplicas x each
+#: pod's CPUs / GPUs): Ray's autoscalers (v1 and v2) do not publish their node groups' maxima,
+#: so a job submitted to a cluster scaled to zero has no other way to know them.
+MAX_CPUS_ENV = "STEAM_RAY_MAX_CPUS"
+MAX_GPUS_ENV = "STEAM_RAY_MAX_GPUS"
+
+
+def declared_maxima() -> dict[str, float] | None:
+    """``STEAM_RAY_MAX_CPUS``/``_GPUS`` (None: neither set); a bad value is a ConfigError."""
+    out: dict[str, float] = {}
+    for key, env in (("CPU", MAX_CPUS_ENV), ("GPU", MAX_GPUS_ENV)):
+        value = os.environ.get(env, "").strip()
+        if not value:
+            continue
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"{env}={value!r} is not a number of {key}s") from None
+    return out or None
+
+
 def autoscaler_maxima() -> dict[str, float] | None:
-    """Resources the cluster can grow to, from the autoscaler's config in the GCS (None: no
-    autoscaler). Ray Train and Ray Data read the same record (``get_max_resources_...``)."""
+    """Resources the cluster can grow to (None: not an autoscaling cluster, as far as we can
+    tell): what its manifest declares, else the GCS record that Ray Train and Ray Data read
+    (``get_max_resources_from_cluster_config``; published by some control planes only)."""
     from ray._private.state import state
 
+    declared = declared_maxima()
+    if declared is not None:
+        return declared
     try:
         maxima = state.get_max_resources_from_cluster_config()
     except Exception as exc:  # an older GCS without the record: as if no autoscaler

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import ray_procs as rp
 
+from steam_ray import cluster
 from steam_ray.cluster import describe_os_error, steady_cwd
+from steam_ray.errors import ConfigError
 
 
 def _cli(
@@ -103,3 +105,41 @@ def test_os_errors_name_their_path(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     os.chdir(tmp_path)
     bare = OSError(5, "Input/output error")
     assert "no path given" in describe_os_error(bare)
+
+
+def _cpus(value: object) -> float:
+    text = str(value)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+@pytest.mark.parametrize(
+    "manifest", ["raycluster.yaml", "rayjob-prepare.yaml", "rayjob-train.yaml", "rayjob-tune.yaml"]
+)
+def test_manifests_declare_what_their_worker_groups_can_grow_to(manifest: str) -> None:
+    """STEAM_RAY_MAX_CPUS/GPUS on the pods equal the worker groups' maxReplicas x each pod's
+    CPU/GPU limits: a job sizes its pools and sweeps by them before any worker exists."""
+    import yaml
+
+    spec = yaml.safe_load((rp.REPO / "cluster" / manifest).read_text())["spec"]
+    spec = spec.get("rayClusterSpec", spec)
+    cpus = gpus = 0.0
+    for group in spec["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        cpus += group["maxReplicas"] * _cpus(limits.get("cpu", 0))
+        gpus += group["maxReplicas"] * float(limits.get("nvidia.com/gpu", 0))
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    assert float(env[cluster.MAX_CPUS_ENV]) == cpus
+    assert float(env[cluster.MAX_GPUS_ENV]) == gpus
+
+
+def test_declared_maxima_make_an_autoscaling_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cluster.MAX_CPUS_ENV, "32")
+    monkeypatch.setenv(cluster.MAX_GPUS_ENV, "4")
+    assert cluster.declared_maxima() == {"CPU": 32.0, "GPU": 4.0}
+    monkeypatch.setenv(cluster.MAX_GPUS_ENV, "four")
+    with pytest.raises(ConfigError, match="STEAM_RAY_MAX_GPUS='four'"):
+        cluster.declared_maxima()
+    monkeypatch.delenv(cluster.MAX_CPUS_ENV)
+    monkeypatch.delenv(cluster.MAX_GPUS_ENV)
+    assert cluster.declared_maxima() is None
