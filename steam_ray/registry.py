@@ -13,17 +13,22 @@ Layout (documented in the README)::
 Versions are immutable: a new one gets a fresh id (UTC time + random suffix, so two writers
 never collide) and is assembled under a temporary name, then renamed into place on local
 disks; on object stores, where a rename is a copy, ``version.json`` is the commit marker. The
-pointer moves only to a version that beats it on its metric unless forced, under a file lock
-on local disks (object stores: last writer wins; see the README).
+pointer moves only to a version that beats it on its metric, evaluated on the same data (data
+fingerprint), unless forced. Moves are a compare-and-swap: under a file lock on local disks, a
+write conditional on the pointer's generation on GCS (``steam_ray.cas``: a move that lost a race
+re-reads and decides again); on S3 the last writer wins (logged; see the README).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
+import logging
 import os
 import posixpath
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +37,7 @@ from typing import Any, Literal
 
 import pyarrow.fs as pafs
 
-from steam_ray import storage
+from steam_ray import cas, storage
 from steam_ray.config import DEFAULT_MODEL_NAME
 from steam_ray.errors import ConfigError, SteamRayError
 from steam_ray.scores import beats, finite
@@ -43,6 +48,13 @@ BEST_FILE = "best.json"
 PROMOTIONS_DIR = "promotions"
 # The training-only files of a checkpoint (optimizer/scheduler/RNG state) stay out of the registry.
 SKIP_FILES = frozenset({"training_state.pt"})
+#: Compare-and-swap attempts of one pointer move before giving up (each loses only to a move
+#: that landed in between, so ten in a row means a storm of registrations).
+POINTER_TRIES = 10
+#: Test hook (see ``_test_pause``): seconds to sleep between reading and writing the pointer.
+POINTER_PAUSE_ENV = "STEAM_RAY_TEST_POINTER_PAUSE_S"
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(SteamRayError):
@@ -176,7 +188,8 @@ class Registry:
     # -- writing -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[None]:
-        """Serialises pointer moves of one model (local disks: an flock across processes)."""
+        """Serialises pointer moves of one model on local disks (an flock across processes);
+        elsewhere a no-op: GCS moves are conditional writes instead."""
         if not self._local:
             yield
             return
@@ -260,56 +273,118 @@ class Registry:
         self.get(name, version)  # a clear error for an unknown version
         result = self._move_best(name, version, force=force, reason=reason or "promote")
         if not result.promoted:
-            raise RegistryError(f"promote {name}:{version} refused: {result.reason} (--force)")
+            hint = "" if "--force" in result.reason else " (--force)"
+            raise RegistryError(f"promote {name}:{version} refused: {result.reason}{hint}")
         return result
 
     def _move_best(self, name: str, version: str, *, force: bool, reason: str) -> Registration:
         info = self.version_info(name, version)
-        metric, mode = str(info["metric"]), info["mode"]
         with self._lock(name):
-            pointer = self.best_pointer(name)
-            if pointer is not None and pointer["version"] == version:
-                return Registration(self.get(name, version), True, "already best")
-            why = ""
-            if pointer is None:
-                ok, why = True, "first version"
-            elif pointer.get("metric") != metric:
-                ok = False
-                why = (
-                    f"best {pointer['version']} is scored on {pointer.get('metric')}, not {metric}"
-                )
-            else:
-                old, new = pointer.get("score"), info.get("score")
-                ok = beats(new, old, mode)
-                relation = "beats" if ok else "does not beat"
-                why = f"{metric} {new} {relation} best {pointer['version']} ({old})"
-            if not ok and not force:
-                return Registration(self.get(name, version), False, why)
-            record = {
-                "version": version,
-                "metric": metric,
-                "mode": mode,
-                "score": info.get("score"),
-                "previous": pointer["version"] if pointer else None,
-                "previous_score": pointer.get("score") if pointer else None,
-                "forced": bool(force and not ok),
-                "reason": reason,
-                "why": why,
-                "updated_at": _now(),
-            }
-            self._write_pointer(name, record)
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            self._write_json(self._path(name, PROMOTIONS_DIR, f"{stamp}-{version}.json"), record)
-            return Registration(self.get(name, version), True, why)
+            # Compare-and-swap on GCS: a write refused because another move landed since our
+            # read re-reads and decides again, so best only moves past the version really there.
+            for _ in range(POINTER_TRIES):
+                pointer, generation = self._read_pointer(name)
+                if pointer is not None and pointer["version"] == version:
+                    return Registration(self.get(name, version), True, "already best")
+                ok, why = self._judge(name, pointer, version, info)
+                if not ok and not force:
+                    return Registration(self.get(name, version), False, why)
+                record = {
+                    "version": version,
+                    "metric": str(info["metric"]),
+                    "mode": info["mode"],
+                    "score": info.get("score"),
+                    "previous": pointer["version"] if pointer else None,
+                    "previous_score": pointer.get("score") if pointer else None,
+                    "forced": bool(force and not ok),
+                    "reason": reason,
+                    "why": why,
+                    "updated_at": _now(),
+                }
+                _test_pause()
+                if not self._write_pointer(name, record, generation):
+                    continue
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+                promotion = self._path(name, PROMOTIONS_DIR, f"{stamp}-{version}.json")
+                self._write_json(promotion, record)
+                return Registration(self.get(name, version), True, why)
+        raise RegistryError(
+            f"moving {name}'s best pointer to {version}: it changed under us {POINTER_TRIES} "
+            "times in a row (other registrations racing); retry"
+        )
 
-    def _write_pointer(self, name: str, record: dict[str, Any]) -> None:
+    def _judge(
+        self, name: str, pointer: dict[str, Any] | None, version: str, info: dict[str, Any]
+    ) -> tuple[bool, str]:
+        """(may best move from ``pointer`` to ``version`` unforced, why)."""
+        metric, mode = str(info["metric"]), info["mode"]
+        if pointer is None:
+            return True, "first version"
+        best = str(pointer["version"])
+        if pointer.get("metric") != metric:
+            return False, f"best {best} is scored on {pointer.get('metric')}, not {metric}"
+        # Scores on different data are not comparable (another split, another dataset).
+        old_data = self._data_fingerprint(name, best)
+        new_data = self._data_fingerprint(name, version)
+        if old_data and new_data and old_data != new_data:
+            return False, (
+                f"best {best} was evaluated on data fingerprint {old_data}, {version} on "
+                f"{new_data}: {metric} scores on different data are not comparable (--force "
+                f"moves it anyway: steam-ray registry promote {name}:{version} --force)"
+            )
+        old, new = pointer.get("score"), info.get("score")
+        ok = beats(new, old, mode)
+        relation = "beats" if ok else "does not beat"
+        return ok, f"{metric} {new} {relation} best {best} ({old})"
+
+    def _data_fingerprint(self, name: str, version: str) -> str | None:
+        """The version's data fingerprint from its lineage; None if it has none recorded."""
+        path = self._path(name, version, "lineage.json")
+        if not self._exists(path):
+            return None
+        value = self._read_json(path).get("data_fingerprint")
+        return str(value) if value else None
+
+    def _read_pointer(self, name: str) -> tuple[dict[str, Any] | None, int | None]:
+        """(pointer, its GCS generation); the generation is None off GCS (no CAS there)."""
+        uri = self._user(self._path(name, BEST_FILE))
+        if not cas.supports(uri):
+            return self.best_pointer(name), None
+        text, generation = cas.read_with_generation(uri)
+        pointer: dict[str, Any] | None = json.loads(text) if text is not None else None
+        return pointer, generation
+
+    def _write_pointer(self, name: str, record: dict[str, Any], generation: int | None) -> bool:
+        """Write the pointer; False if the compare-and-swap lost (GCS: changed since read)."""
         target = self._path(name, BEST_FILE)
+        if generation is not None:
+            try:
+                cas.write_if_generation(self._user(target), storage.json_text(record), generation)
+            except cas.PreconditionFailed:
+                return False
+            return True
         if not self._local:
-            self._write_json(target, record)  # one object PUT: atomic on GCS/S3
-            return
+            log.warning(
+                "%s: moving the best pointer of %s is not atomic on this store (no conditional "
+                "writes here): registrations racing it can lose an update; register from one "
+                "job at a time",
+                self.root,
+                name,
+            )
+            self._write_json(target, record)  # one object PUT: the write itself is atomic
+            return True
         tmp = self._path(name, f".{BEST_FILE}.{secrets.token_hex(4)}")
         self._write_json(tmp, record)
         os.replace(tmp, target)  # atomic: readers see the old or the new pointer, never half
+        return True
+
+
+def _test_pause() -> None:
+    """Test hook: sleep between reading the pointer and writing it (``POINTER_PAUSE_ENV``
+    seconds), widening the window racing registrations meet in. Unset in real runs."""
+    pause = os.environ.get(POINTER_PAUSE_ENV)
+    if pause:
+        time.sleep(float(pause))
 
 
 def register_checkpoint(
