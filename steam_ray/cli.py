@@ -54,6 +54,14 @@ ConfigOpt = Annotated[
     str | None,
     typer.Option("--config", "-c", help="YAML config file, or a packaged one by name (cluster)."),
 ]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Any config key, repeatable: --set train.lr=1e-4 --set data.batch_size=256 "
+        "(after the file and the flags; validated like the file).",
+    ),
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 SharedFsOpt = Annotated[
     bool,
@@ -135,8 +143,11 @@ def _run(debug: bool, fn: Callable[[], T]) -> T:
         raise typer.Exit(code=1) from None
 
 
-def _load(config: str | None, overrides: dict[str, Any], debug: bool) -> Config:
-    return _run(debug, lambda: load_config(config, overrides))
+def _load(
+    config: str | None, overrides: dict[str, Any], debug: bool, sets: list[str] | None = None
+) -> Config:
+    """The config file, then the flags, then ``--set key=value`` (all validated together)."""
+    return _run(debug, lambda: load_config(config, overrides, sets))
 
 
 # Long only in its signature (one typer option per flag); the body is the module docstring's steps.
@@ -183,6 +194,7 @@ def data_prepare(
     ] = None,
     shared_fs: SharedFsOpt = False,
     config: ConfigOpt = None,
+    sets: SetOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Clean, label, split (no group leak), tokenize and write Parquet shards + a manifest."""
@@ -213,7 +225,7 @@ def data_prepare(
     )
     if columns:  # else the source's own column map stays whole
         overrides["data"]["columns"] = columns
-    cfg = _load(config, overrides, debug)
+    cfg = _load(config, overrides, debug, sets)
     _require_shared(ctx, debug, shared_fs, **_prepare_paths(cfg))
     print_summary(_run(debug, lambda: prepare(cfg.data)))
 
@@ -262,6 +274,7 @@ def train(
     model_name: ModelNameOpt = None,
     force: ForceOpt = False,
     config: ConfigOpt = None,
+    sets: SetOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """DDP fine-tuning with Ray Train (TorchTrainer): checkpoints, metrics, resume on failure."""
@@ -290,7 +303,7 @@ def train(
         experiment_name=experiment_name,
     )
     overrides["registry"] = _passed(model_name=model_name)
-    cfg = _load(config, overrides, debug)
+    cfg = _load(config, overrides, debug, sets)
     _require_shared(ctx, debug, shared_fs, **_train_paths(cfg, registry))
     result = _run(debug, lambda: run_training(cfg.train))
     if registry is not None:
@@ -368,6 +381,7 @@ def tune(
     ] = False,
     shared_fs: SharedFsOpt = False,
     config: ConfigOpt = None,
+    sets: SetOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Sweep hyperparameters: Ray Tune (Optuna TPE + ASHA) over Ray Train runs."""
@@ -399,7 +413,7 @@ def tune(
         model=model,
     )
     overrides["registry"] = _passed(model_name=model_name)
-    cfg = _load(config, overrides, debug)
+    cfg = _load(config, overrides, debug, sets)
     _require_shared(ctx, debug, shared_fs, **_tune_paths(cfg))
     result = _run(debug, lambda: sweep(cfg, resume=resume))
     _echo_json(_sweep_summary(result))

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from steam_ray.errors import ConfigError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "configs"
 
@@ -442,8 +444,31 @@ def find_config_file(name_or_path: str) -> Path:
     raise FileNotFoundError(f"config file not found: {name_or_path}")
 
 
-def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults <- YAML file <- overrides (a nested dict, e.g. ``{"train": {"lr": 1e-4}}``)."""
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=1e-4", "serve.max_batch_size=64"]`` -> nested overrides (torchtune/Hydra
+    style ``key=value``; values read as YAML scalars, then validated by the config models)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set expects section.key=value (e.g. train.lr=1e-4), got {item!r}")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is set to a value already")
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def load_config(
+    path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> Config:
+    """Defaults <- YAML file <- overrides (a nested dict, e.g. ``{"train": {"lr": 1e-4}}``)
+    <- ``sets`` (``key=value`` strings, ``parse_set``)."""
     raw: dict[str, Any] = {}
     if path is not None:
         file = find_config_file(path)
@@ -451,8 +476,9 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
         if not isinstance(loaded, dict):
             raise ValueError(f"{file}: top level must be a mapping of sections")
         raw = loaded
-    if overrides:
-        raw = _deep_merge(raw, overrides)
+    for layer in (overrides, parse_set(sets or [])):
+        if layer:
+            raw = _deep_merge(raw, layer)
     return Config.model_validate(raw)
 
 

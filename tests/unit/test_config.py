@@ -101,3 +101,31 @@ def test_local_inputs_become_absolute_for_ray(
     assert cfg.model == str(tmp_path / "my-model")
     remote = TrainConfig(data="gs://bucket/data", model="distilbert-base-uncased")
     assert remote.with_absolute_paths() == remote  # URIs and hub names are left alone
+
+
+def test_set_overrides_any_key_and_is_validated() -> None:
+    from steam_ray.config import parse_set
+    from steam_ray.errors import ConfigError
+
+    assert parse_set(["train.lr=1e-4", "serve.autoscaling.max_replicas=3", "data.limit="]) == {
+        "train": {"lr": "1e-4"},
+        "serve": {"autoscaling": {"max_replicas": 3}},
+        "data": {"limit": None},
+    }
+    cfg = load_config(None, {"train": {"lr": 0.5}}, ["train.lr=1e-4", "train.amp=bf16"])
+    assert cfg.train.lr == 1e-4 and cfg.train.amp == "bf16"  # --set wins over the flags
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
+        parse_set(["train.lr"])
+    with pytest.raises(ValueError, match="max_length"):
+        load_config(None, None, ["data.max_length=4"])  # ge=8, as in a config file
+    with pytest.raises(ValueError, match="not_a_key"):
+        load_config(None, None, ["train.not_a_key=1"])
+
+
+def test_cli_set_reaches_the_stage_and_bad_values_are_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from steam_ray.cli import app
+
+    out = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--set", "train.lr=fast"])
+    assert out.exit_code == 1 and "lr" in out.output and "Traceback" not in out.output
