@@ -4,7 +4,10 @@
     python cluster/serve_config.py --check  # exit 1 if the checked-in copy is stale
 
 The inputs are fixed here (overridable by environment) so the checked-in copy is reproducible:
-the checkpoint reference, the model registry and the steam_ray config.
+the checkpoint reference, the model registry and the steam_ray config. The RayService serves the
+registry's ``best``, which cluster/rayjob-tune.yaml registers (``--registry``), resolved when
+the app is deployed; ``SERVE_CHECKPOINT=NAME:VERSION`` pins one version (not for committing:
+tests/unit/test_cluster.py checks the copy against these defaults).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import yaml
 CLUSTER = Path(__file__).resolve().parent
 MANIFEST = CLUSTER / "rayservice.yaml"
 KEY_LINE = "  serveConfigV2: |"
-CHECKPOINT = os.environ.get("SERVE_CHECKPOINT", "gs://steam-ray-data/runs/distilbert-steam")
+CHECKPOINT = os.environ.get("SERVE_CHECKPOINT", "best")
 REGISTRY = os.environ.get("SERVE_REGISTRY", "gs://steam-ray-data/registry")
 CONFIG = os.environ.get("SERVE_CONFIG", "cluster")
 

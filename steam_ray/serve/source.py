@@ -1,4 +1,5 @@
-"""Which checkpoint to serve: a path/URI as is, or ``best`` / ``NAME:VERSION`` from the registry.
+"""Which checkpoint to serve: a path/URI (a checkpoint, or a train/tune output dir's best), or
+``best`` / ``NAME:VERSION`` from the registry.
 
 Resolution happens once, where the app is built (``steam-ray serve``, ``serve build``), so every
 replica of one deployment loads the same files; replicas copy a remote checkpoint to local disk.
@@ -22,6 +23,8 @@ from steam_ray.errors import ConfigError, SteamRayError
 
 DEFAULT_REGISTRY = "artifacts/registry"
 REQUIRED_FILES: tuple[str, ...] = ("config.json",)
+# What `steam-ray train` and `steam-ray tune` write in their output dir (best_checkpoint key).
+RESULT_FILE = "result.json"
 # "best", "NAME", "NAME:best", "NAME:VERSION" — no slashes, so never confused with a path.
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?$")
 
@@ -47,9 +50,11 @@ class ModelSource:
 
 
 def resolve_source(ref: str, registry_root: str | None = None) -> ModelSource:
-    """An existing path/URI is used as is; otherwise ``ref`` goes through the registry."""
+    """An existing path/URI is a checkpoint, or a train/tune output whose ``result.json``
+    names the best one; otherwise ``ref`` goes through the registry."""
     if storage.exists(ref):
         path = ref if storage.is_uri(ref) else str(Path(ref).expanduser().resolve())
+        path = checkpoint_of(path)
         check_checkpoint(path)
         return ModelSource(path=path, ref=ref)
     if not _REF.match(ref):
@@ -75,6 +80,35 @@ def resolve_source(ref: str, registry_root: str | None = None) -> ModelSource:
         metrics=dict(mv.metrics),
         lineage=dict(mv.lineage),
     )
+
+
+def checkpoint_of(path: str) -> str:
+    """``path`` itself when it holds a checkpoint; for a train or tune output directory (a
+    ``result.json``, no ``config.json``) the run's or sweep's ``best_checkpoint``."""
+    if not storage.is_dir(path) or storage.exists(storage.join(path, "config.json")):
+        return path
+    result = storage.join(path, RESULT_FILE)
+    if not storage.exists(result):
+        raise ConfigError(
+            f"{path} has no config.json and no {RESULT_FILE}: expected a checkpoint "
+            "(a save_pretrained directory) or a train/tune output directory"
+        )
+    try:
+        record = storage.read_json(result)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {result}: {exc}") from exc
+    best = record.get("best_checkpoint") if isinstance(record, dict) else None
+    if not isinstance(best, str) or not best:
+        raise ConfigError(
+            f"{result} has no best_checkpoint: that run or sweep kept no checkpoint; "
+            "pass a checkpoint directory or a registry ref (best, NAME:VERSION)"
+        )
+    # Written as absolute paths/URIs; a relative one is taken from the output directory.
+    if not storage.is_uri(best) and not Path(best).is_absolute():
+        best = storage.join(path, best)
+    if not storage.exists(best):
+        raise ConfigError(f"{result} names best_checkpoint {best}, which does not exist")
+    return best
 
 
 def check_checkpoint(path: str) -> None:

@@ -284,6 +284,8 @@ class FineTuneRecipe:
         }
         if self.tracker is not None:
             self.tracker.log({f"val/{k}": v for k, v in val.items()}, self.global_step)
+            # Before the report: a scheduler may stop the trial on it, killing this worker.
+            self.tracker.flush()
         with tempfile.TemporaryDirectory(prefix="steam-ray-ckpt-") as tmp:
             self.save_checkpoint(tmp, metrics)
             if self.reporter is not None:
@@ -353,6 +355,13 @@ class FineTuneRecipe:
     def train(self, train_shard: Any, val_shard: Any) -> None:
         """Epochs until ``epochs`` (or ``max_steps``); evaluates at the end of each epoch
         unless ``eval_every_steps`` is set, and always at the end of the run."""
+        try:
+            self._train_epochs(train_shard, val_shard)
+        finally:  # a failed attempt's curves are uploaded too (and its temp dir removed)
+            if self.tracker is not None:
+                self.tracker.close()
+
+    def _train_epochs(self, train_shard: Any, val_shard: Any) -> None:
         cfg = self.cfg
         self._t0 = time.perf_counter()
         done = cfg.max_steps is not None and self.global_step >= cfg.max_steps
@@ -370,8 +379,6 @@ class FineTuneRecipe:
                 break  # the data yields no full step: stop rather than loop forever
         if self.last_eval_step != self.global_step:
             self.evaluate_and_report(val_shard)
-        if self.tracker is not None:
-            self.tracker.close()
 
     # -- one attempt of a run ----------------------------------------------------------------
 

@@ -312,6 +312,18 @@ def test_rayservice_autoscales_and_states_its_upgrade_strategy() -> None:
     assert deployments["Ingress"]["num_replicas"] >= 1
 
 
+def test_rayservice_serves_the_registry_best_that_the_tune_job_registers() -> None:
+    """Not a run dir (no config.json there: DEPLOY_FAILED): the registry's ``best``, resolved
+    at deploy time in the registry the tune job registers its best trial in."""
+    (service,) = [o for _, o in RAY_OBJECTS if o["kind"] == "RayService"]
+    (tune_job,) = [o for n, o in RAY_OBJECTS if n.startswith("rayjob-tune.yaml:")]
+    registry = re.search(r"--registry\s+(\S+)", tune_job["spec"]["entrypoint"])
+    assert registry, "the tune job registers nothing: the RayService would have no best"
+    (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    assert app["args"]["ref"] == {"checkpoint": "best", "registry": registry.group(1)}
+    assert app["args"]["config"]["checkpoint"] == "best"
+
+
 def test_runtime_env_keeps_the_upload_small() -> None:
     runtime_env = yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())
     assert set(runtime_env) == {"excludes", "env_vars"}

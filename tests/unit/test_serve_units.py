@@ -97,6 +97,63 @@ def test_resolve_source_paths_and_refs(checkpoint: Path, tmp_path: Path) -> None
         resolve_source(str(tmp_path / "empty"))
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"run_dir": "r", "latest_checkpoint": None, "world_size": 1},  # steam-ray train
+        {"metric": "macro_f1", "trials": [], "best_trial_id": "t0"},  # steam-ray tune
+    ],
+)
+def test_a_run_dir_resolves_to_its_best_checkpoint(
+    checkpoint: Path, tmp_path: Path, extra: dict[str, object]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.json").write_text(json.dumps({"best_checkpoint": str(checkpoint), **extra}))
+    src = resolve_source(str(out))
+    assert src.path == str(checkpoint) and src.ref == str(out) and src.version is None
+
+
+@pytest.mark.parametrize("record", [{"best_checkpoint": None}, {"trials": []}])
+def test_a_run_dir_without_a_best_checkpoint_is_a_clear_error(
+    tmp_path: Path, record: dict[str, object]
+) -> None:
+    (tmp_path / "result.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="has no best_checkpoint") as err:
+        resolve_source(str(tmp_path))
+    assert str(tmp_path / "result.json") in str(err.value)
+    (tmp_path / "result.json").write_text(json.dumps({"best_checkpoint": str(tmp_path / "x")}))
+    with pytest.raises(ConfigError, match="which does not exist"):
+        resolve_source(str(tmp_path))
+
+
+def test_a_directory_with_neither_says_what_was_expected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no config\.json and no result\.json") as err:
+        resolve_source(str(tmp_path))
+    assert "train/tune output" in str(err.value)
+
+
+def test_a_gs_run_dir_resolves_on_the_object_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gcs_emulator
+
+    from steam_ray import storage
+
+    em = gcs_emulator.start(tmp_path / "fake-gcs.log")
+    monkeypatch.setenv(storage.GCS_EMULATOR_ENV, em.url)  # restored after the test
+    try:
+        em.create_bucket("serve-units")
+        gcs_emulator.use(em)
+        best = "gs://serve-units/tune/trial_1/checkpoint_step000010"
+        storage.write_json(f"{best}/config.json", {"model_type": "bert"})
+        storage.write_json("gs://serve-units/tune/result.json", {"best_checkpoint": best})
+        assert resolve_source("gs://serve-units/tune").path == best
+    finally:
+        em.stop()
+        storage.clear_cache()
+
+
 def test_serve_config_section() -> None:
     cfg = load_config(None, {"serve": {"autoscaling": {"min_replicas": 1, "max_replicas": 3}}})
     assert cfg.serve.autoscaling.max_replicas == 3
