@@ -71,4 +71,9 @@ def main(
 
 
 if __name__ == "__main__":
+    import sys
+
+    from steam_ray.cluster import leave_working_dir
+
+    sys.argv[1:] = leave_working_dir(sys.argv[1:])  # as the other jobs/ entrypoints
     typer.run(main)

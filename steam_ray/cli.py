@@ -85,7 +85,9 @@ def _root(
 
 def run_job(argv: list[str]) -> None:
     """The ``jobs/*.py`` entrypoints: the CLI plus the checks only a cluster job needs."""
-    app(["--job", *argv])
+    from steam_ray.cluster import leave_working_dir
+
+    app(["--job", *leave_working_dir(argv)])
 
 
 def _require_shared(ctx: typer.Context, debug: bool, shared_fs: bool, **paths: str) -> None:

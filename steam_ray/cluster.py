@@ -187,3 +187,21 @@ def describe_os_error(exc: OSError) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     origin = f" (raised at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{exc}: no path given{origin}"
+
+
+def leave_working_dir(argv: list[str]) -> list[str]:
+    """A Ray job driver leaves its unpacked working dir for good (see ``steady_cwd``: any node
+    that sets up any job sharing the package re-unpacks that dir, and every relative path
+    resolved afterwards failed with a bare ``[Errno 2]``). Arguments naming a file there
+    (``--config my.yaml``) become absolute first; the upload holds only code, so no data or
+    output path is relative to it."""
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:
+        return argv
+    out = [
+        os.path.join(cwd, a) if not os.path.isabs(a) and os.path.isfile(os.path.join(cwd, a)) else a
+        for a in argv
+    ]
+    os.chdir(tempfile.gettempdir())
+    return out

@@ -379,11 +379,16 @@ def _restore_tuner(trainable: Any, exp_dir: str, tcfg: TuneConfig) -> Any:
     to run again."""
     from ray import tune
 
-    if not tune.Tuner.can_restore(exp_dir):
+    where, fs = storage.for_ray(exp_dir)
+    if not tune.Tuner.can_restore(where, storage_filesystem=fs):
         raise ConfigError(f"--resume: no sweep to resume in {tcfg.output}")
     log.info("resuming sweep %s", exp_dir)
     return tune.Tuner.restore(
-        exp_dir, trainable=trainable, resume_unfinished=True, resume_errored=True
+        where,
+        trainable=trainable,
+        resume_unfinished=True,
+        resume_errored=True,
+        storage_filesystem=fs,
     )
 
 
@@ -391,7 +396,11 @@ def _start_experiment(cfg: Config, exp_dir: str, *, max_t: int, concurrent: int)
     """Claim ``exp_dir`` for a new sweep (refused if it holds one) and write sweep.json."""
     from ray import tune
 
-    if storage.exists(storage.join(exp_dir, RESULT_FILE)) or tune.Tuner.can_restore(exp_dir):
+    # Our filesystem for a URI: from a bare gs:// string Ray builds its own, and on an
+    # emulator (or without GCS credentials) that waited for credentials for good.
+    where, fs = storage.for_ray(exp_dir)
+    taken = tune.Tuner.can_restore(where, storage_filesystem=fs)
+    if storage.exists(storage.join(exp_dir, RESULT_FILE)) or taken:
         raise ConfigError(
             f"{cfg.tune.output} already holds a sweep: pass --resume to continue it, or choose "
             "another --output"

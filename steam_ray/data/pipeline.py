@@ -211,9 +211,8 @@ def _ensure_ray() -> None:
 
 
 def tokenizer_pool(cfg: DataConfig, shape: cluster.Shape) -> tuple[int, int]:
-    """(min, max) tokenizer actors: one per CPU the cluster has now up to one per CPU it can
-    grow to. Ray Data adds actors while their queue backs up, and asks the autoscaler for the
-    nodes to place them (a job submitted to 0 workers would otherwise get one actor)."""
+    """(min, max) tokenizer actors: one per CPU the cluster has now, up to one per CPU it can
+    grow to (a job submitted to 0 workers was sized to one actor for the whole input)."""
     if cfg.tokenizer_actors is not None:
         return cfg.tokenizer_actors, cfg.tokenizer_actors
     low = max(1, int(shape.cpus))
@@ -221,8 +220,11 @@ def tokenizer_pool(cfg: DataConfig, shape: cluster.Shape) -> tuple[int, int]:
 
 
 def _actor_pool(sizes: tuple[int, int]) -> ray.data.ActorPoolStrategy:
+    """Starts at full size: its pending actors are what asks the autoscaler for the nodes
+    (growing only while a queue backs up, a small or fast input never grew); Ray Data scales
+    idle actors back down to ``low``."""
     low, high = sizes
-    return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
+    return ray.data.ActorPoolStrategy(min_size=low, max_size=high, initial_size=high)
 
 
 def build_dataset(

@@ -143,3 +143,18 @@ def test_declared_maxima_make_an_autoscaling_shape(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv(cluster.MAX_CPUS_ENV)
     monkeypatch.delenv(cluster.MAX_GPUS_ENV)
     assert cluster.declared_maxima() is None
+
+
+def test_a_job_driver_leaves_its_working_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After leave_working_dir a replaced working dir no longer matters, and an argument that
+    named a file in it still does."""
+    work = tmp_path / "working_dir"
+    work.mkdir()
+    (work / "my.yaml").write_text("train: {}\n")
+    monkeypatch.chdir(work)
+    argv = cluster.leave_working_dir(["--config", "my.yaml", "--data", "gs://b/d", "best"])
+    assert argv == ["--config", str(work / "my.yaml"), "--data", "gs://b/d", "best"]
+    shutil.rmtree(work)
+    assert os.path.abspath("best") != ""  # os.getcwd() still works
