@@ -4,12 +4,14 @@ and ``STORAGE_EMULATOR_HOST``) and google-cloud-storage both talk to it as to GC
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,25 @@ def start(log: Path) -> GcsEmulator:
             time.sleep(0.2)
     proc.kill()
     raise TimeoutError(f"fake-gcs-server not up on {url} after 30 s")
+
+
+@contextlib.contextmanager
+def serving(log: Path, bucket: str) -> Iterator[GcsEmulator]:
+    """A running emulator with ``bucket``, this process's gs:// pointed at it; on exit the
+    server stops and ``STORAGE_EMULATOR_HOST`` is as it was before."""
+    emulator = start(log)
+    before = os.environ.get(storage.GCS_EMULATOR_ENV)
+    try:
+        emulator.create_bucket(bucket)
+        use(emulator)
+        yield emulator
+    finally:
+        emulator.stop()
+        if before is None:
+            os.environ.pop(storage.GCS_EMULATOR_ENV, None)
+        else:
+            os.environ[storage.GCS_EMULATOR_ENV] = before
+        storage.clear_cache()
 
 
 def use(emulator: GcsEmulator) -> None:

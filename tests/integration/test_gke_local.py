@@ -66,10 +66,11 @@ def _entrypoint(manifest: str, drop: tuple[str, ...] = ()) -> list[str]:
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> Iterator[Chain]:
     logs = tmp_path_factory.mktemp("gke")
-    em = gcs_emulator.start(logs / "fake-gcs.log")
-    em.create_bucket(BUCKET)
-    saved = os.environ.get(storage.GCS_EMULATOR_ENV)
-    gcs_emulator.use(em)
+    with gcs_emulator.serving(logs / "fake-gcs.log", BUCKET) as em:
+        yield from _chain_on(em, logs, minilm_path)
+
+
+def _chain_on(em: gcs_emulator.GcsEmulator, logs: Path, minilm_path: str) -> Iterator[Chain]:
     # What the manifests declare (tests/unit/test_ray_cluster.py), for this cluster's size.
     env = {
         **em.env(),
@@ -85,12 +86,6 @@ def chain(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> Iterato
         yield Chain(em, ray_cluster, rp.runtime_env_file(logs, env), minilm_path, logs)
     finally:
         ray_cluster.stop()
-        em.stop()
-        if saved is None:
-            os.environ.pop(storage.GCS_EMULATOR_ENV, None)
-        else:
-            os.environ[storage.GCS_EMULATOR_ENV] = saved
-        storage.clear_cache()
 
 
 def _submit(chain: Chain, args: list[str], name: str, timeout: float = 900) -> str:

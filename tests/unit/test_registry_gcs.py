@@ -31,19 +31,8 @@ NAME = "steam-sentiment"
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[gcs_emulator.GcsEmulator]:
-    server = gcs_emulator.start(tmp_path_factory.mktemp("gcs") / "fake-gcs.log")
-    before = os.environ.get(storage.GCS_EMULATOR_ENV)
-    try:
-        gcs_emulator.use(server)
-        server.create_bucket(BUCKET)
+    with gcs_emulator.serving(tmp_path_factory.mktemp("gcs") / "fake-gcs.log", BUCKET) as server:
         yield server
-    finally:
-        server.stop()
-        if before is None:
-            os.environ.pop(storage.GCS_EMULATOR_ENV, None)
-        else:
-            os.environ[storage.GCS_EMULATOR_ENV] = before
-        storage.clear_cache()
 
 
 def gs_root() -> str:
