@@ -87,19 +87,24 @@ def _split_rows(out: Path) -> dict[str, set[tuple[Any, ...]]]:
     }
 
 
-def test_steam_csv_end_to_end(ray_cluster: Any, tmp_path: Path, minilm_path: str) -> None:
+def _steam_config(tmp_path: Path, minilm_path: str, **update: Any) -> DataConfig:
+    """The test CSV written under ``tmp_path``, prepared into ``tmp_path/out``."""
     src = tmp_path / "reviews.csv"
     _write_steam_csv(src)
-    out = tmp_path / "out"
     cfg = DataConfig(
         source="steam",
         input=str(src),
-        output=str(out),
+        output=str(tmp_path / "out"),
         model=minilm_path,
         max_length=32,
         csv_chunk_bytes=4096,  # ~12 ranges: several read tasks on both nodes
-        batch_size=50,
     )
+    return cfg.model_copy(update=update)
+
+
+def test_steam_csv_end_to_end(ray_cluster: Any, tmp_path: Path, minilm_path: str) -> None:
+    out = tmp_path / "out"
+    cfg = _steam_config(tmp_path, minilm_path, batch_size=50)
     m = prepare(cfg)
     n_drop = sum(len(v) for v in DROPS.values())
     assert m.rows_read == len(GOOD) + n_drop + len(MALFORMED_LINES)
@@ -186,19 +191,10 @@ def test_write_task_killed_between_files_leaves_no_orphans(
     """Every write task's process dies (os._exit) after its first file; Ray retries it, and
     the retry overwrites that file (names are per task and content) instead of adding a
     second copy of its rows beside it: the output holds exactly the manifest's rows."""
-    src = tmp_path / "reviews.csv"
-    _write_steam_csv(src)
     out = tmp_path / "out"
-    cfg = DataConfig(
-        source="steam",
-        input=str(src),
-        output=str(out),
-        model=minilm_path,
-        max_length=32,
-        csv_chunk_bytes=4096,
-        min_rows_per_write=40,  # several write tasks, each writing several files
-        fault_exit_after_files=1,
-    )
+    # Write tasks of >= 40 rows, each writing a file per split and rejected rows (this input
+    # made one such task in the runs seen; one is enough: it dies between its files).
+    cfg = _steam_config(tmp_path, minilm_path, min_rows_per_write=40, fault_exit_after_files=1)
     m = prepare(cfg)
     killed = sorted(tmp_path.glob("out.staging-*.faults/task*"))
     assert killed, "the fault hook did not fire: the test proves nothing"
