@@ -7,6 +7,8 @@ Layout (documented in the README)::
     REGISTRY/<model-name>/<version>/config.json    the resolved training config
     REGISTRY/<model-name>/<version>/lineage.json   data/tokenizer fingerprints, sweep/trial, git
     REGISTRY/<model-name>/<version>/version.json   written last: a version without it is invisible
+    REGISTRY/<model-name>/<version>/evaluation.json  `steam-ray evaluate`'s headline + threshold
+    REGISTRY/<model-name>/<version>/README.md      its model card (attached after registration)
     REGISTRY/<model-name>/best.json                the ``best`` pointer (replaced atomically)
     REGISTRY/<model-name>/promotions/*.json        one record per pointer move (forced or not)
 
@@ -30,7 +32,7 @@ import posixpath
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +46,8 @@ from steam_ray.scores import beats, finite
 
 MODEL_DIR = "model"
 VERSION_FILE = "version.json"
+EVALUATION_FILE = "evaluation.json"
+CARD_FILE = "README.md"
 BEST_FILE = "best.json"
 PROMOTIONS_DIR = "promotions"
 # The training-only files of a checkpoint (optimizer/scheduler/RNG state) stay out of the registry.
@@ -69,6 +73,8 @@ class ModelVersion:
     metrics: dict[str, Any]
     lineage: dict[str, Any]
     config: dict[str, Any]
+    # The latest `steam-ray evaluate` of this version (threshold, headline metrics); {} if none.
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,12 @@ class Registry:
             metrics=self._read_json(posixpath.join(base, "metrics.json")),
             lineage=self._read_json(posixpath.join(base, "lineage.json")),
             config=self._read_json(posixpath.join(base, "config.json")),
+            evaluation=self.evaluation(name, version),
         )
+
+    def evaluation(self, name: str, version: str) -> dict[str, Any]:
+        path = self._path(name, version, EVALUATION_FILE)
+        return self._read_json(path) if self._exists(path) else {}
 
     def version_info(self, name: str, version: str) -> dict[str, Any]:
         return self._read_json(self._path(name, version, VERSION_FILE))
@@ -264,6 +275,31 @@ class Registry:
         if self._local:
             os.rename(work, final)
         return self._move_best(name, version, force=force, reason=reason or "registered")
+
+    def attach_evaluation(
+        self, name: str, version: str, evaluation: dict[str, Any], card: str
+    ) -> ModelVersion:
+        """Attach an evaluation (its ``threshold`` is what Serve labels with) and a model card
+        to an existing version, replacing an earlier one. The checkpoint, metrics and the best
+        pointer are untouched: versions stay immutable in what they serve."""
+        self.get(name, version)  # a clear error for an unknown version
+        threshold = evaluation.get("threshold")
+        if finite(threshold) is None:
+            raise RegistryError(
+                f"evaluation of {name}:{version}: no finite threshold ({threshold!r})"
+            )
+        record = {**evaluation, "attached_at": _now()}
+        # The card first, the evaluation last (the record readers act on); each replaced
+        # atomically: a rename on local disks, one object PUT elsewhere.
+        for filename, text in ((CARD_FILE, card), (EVALUATION_FILE, storage.json_text(record))):
+            target = self._path(name, version, filename)
+            if not self._local:
+                storage.write_text_at(self._fs, target, text)
+                continue
+            tmp = self._path(name, version, f".{filename}.{secrets.token_hex(4)}")
+            storage.write_text_at(self._fs, tmp, text)
+            os.replace(tmp, target)
+        return self.get(name, version)
 
     def promote(
         self, name: str, version: str, *, force: bool = False, reason: str = ""

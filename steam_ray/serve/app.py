@@ -18,6 +18,7 @@ from ray.serve.handle import DeploymentHandle
 
 from steam_ray.config import ServeConfig
 from steam_ray.serve import metrics as m
+from steam_ray.serve.backends import label_of
 from steam_ray.serve.schema import PredictRequest, PredictResponse, RequestError, parse_reviews
 from steam_ray.serve.source import ModelSource, materialize, read_checkpoint_info, resolve_source
 
@@ -53,6 +54,7 @@ class SentimentModel:
         )
         metrics, info = read_checkpoint_info(local)
         self.version = src.version or f"sha256-{weights_fingerprint(local)[:12]}"
+        self.threshold = src.threshold  # labels: positive iff score >= threshold
         self.info = {
             "name": src.name,
             "version": self.version,
@@ -62,6 +64,7 @@ class SentimentModel:
             "device": device,
             "threads": self.predictor.threads,
             "max_length": cfg.max_length,
+            "threshold": self.threshold,
             "metrics": src.metrics or metrics,
             "lineage": src.lineage or {k: v for k, v in info.items() if k != "config"},
         }
@@ -78,7 +81,7 @@ class SentimentModel:
         out = await self._batched(texts)
         if isinstance(out, BaseException):
             raise out
-        return {"version": self.version, "scores": out}
+        return {"version": self.version, "scores": out, "threshold": self.threshold}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _batched(self, requests: list[list[str]]) -> list[list[float] | BaseException]:
@@ -109,11 +112,11 @@ class SentimentModel:
         self._metrics.batch_size.observe(len(texts))
         for row in ids:
             self._metrics.input_tokens.observe(len(row))
-        positive = sum(s >= 0.5 for s in scores)
+        positive = sum(label_of(s, self.threshold) == "positive" for s in scores)
         for label, n in (("positive", positive), ("negative", len(scores) - positive)):
             if n:  # Ray counters reject inc(0)
                 self._metrics.predictions.inc(n, tags={"label": label})
-        self._recent.extend(int(s >= 0.5) for s in scores)
+        self._recent.extend(int(label_of(s, self.threshold) == "positive") for s in scores)
         self._metrics.positive_rate.set(sum(self._recent) / len(self._recent))
         return scores
 
@@ -185,9 +188,8 @@ class Ingress:
         except RequestError as exc:
             return _error(exc.status, exc.message)
         out = await self.model.predict.remote(reviews)
-        predictions = [
-            {"label": "positive" if s >= 0.5 else "negative", "score": s} for s in out["scores"]
-        ]
+        threshold = out.get("threshold", 0.5)  # a replica of an older version sends none
+        predictions = [{"label": label_of(s, threshold), "score": s} for s in out["scores"]]
         return JSONResponse({"predictions": predictions, "model_version": out["version"]})
 
     @api.get("/healthz", summary="200 once the model is loaded")

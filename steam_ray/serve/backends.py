@@ -222,7 +222,11 @@ class Predictor:
             return np.empty(0, dtype=np.float64)
         return self.scores_from_ids(self.encode(texts))
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        return [
-            Prediction("positive" if s >= 0.5 else "negative", float(s)) for s in self.scores(texts)
-        ]
+    def predict(self, texts: Sequence[str], threshold: float = 0.5) -> list[Prediction]:
+        """Labels by ``positive iff score >= threshold`` (a registry version's tuned one)."""
+        return [Prediction(label_of(s, threshold), float(s)) for s in self.scores(texts)]
+
+
+def label_of(score: float, threshold: float = 0.5) -> str:
+    """The one label rule: Serve, batch predictions and evaluation all use it."""
+    return "positive" if score >= threshold else "negative"

@@ -40,6 +40,9 @@ class ModelSource:
     version: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
+    # The label rule is ``positive iff score >= threshold``: a registry version's threshold
+    # tuned by `steam-ray evaluate`, else 0.5.
+    threshold: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +82,7 @@ def resolve_source(ref: str, registry_root: str | None = None) -> ModelSource:
         version=str(mv.version),
         metrics=dict(mv.metrics),
         lineage=dict(mv.lineage),
+        threshold=float(mv.evaluation.get("threshold", 0.5)),
     )
 
 
