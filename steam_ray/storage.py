@@ -7,6 +7,8 @@ import json
 import os
 import posixpath
 import re
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +190,67 @@ def require_shared_storage(path: str, what: str, *, shared_fs: bool = False) -> 
             "would see only its own files. Use gs:// or s3://, or a mount every node shares "
             f"(then pass --shared-fs or set {SHARED_FS_ENV}=<mount root>)."
         )
+
+
+# -- writing an output aside, then swapping it in --------------------------------------------
+# Every stage that writes a directory (data prepare, evaluate, predict, monitor) writes into a
+# staging directory beside it and publishes with one rule, so a failed run never destroys the
+# last good output and a reader never sees a half-new one.
+def staging_dir(output: str) -> str:
+    """A fresh directory beside ``output`` (same filesystem/bucket) for a run's files."""
+    return f"{output.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
+
+
+def move_at(fs: pafs.FileSystem, src: str, dst: str) -> None:
+    try:
+        fs.move(src, dst)  # a rename on local disks
+    except (NotImplementedError, OSError):
+        # Object stores without directory moves: copy, then delete.
+        if fs.get_file_info(src).type == pafs.FileType.Directory:
+            fs.create_dir(dst, recursive=True)
+            pafs.copy_files(src, dst, source_filesystem=fs, destination_filesystem=fs)
+            fs.delete_dir(src)
+        else:
+            pafs.copy_files(src, dst, source_filesystem=fs, destination_filesystem=fs)
+            fs.delete_file(src)
+
+
+def delete_at(fs: pafs.FileSystem, path: str) -> None:
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def _entries(fs: pafs.FileSystem, inner: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True))
+    return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
+
+
+def publish(staging: str, output: str, marker: str, owns: Callable[[str], bool]) -> None:
+    """Replace ``output``'s entries that ``owns`` accepts with every entry of ``staging``.
+
+    ``marker`` (a manifest, summary or metrics file: what readers trust) leaves first and
+    arrives last, so a reader never sees it next to a mix of old and new files. Old entries
+    wait in ``OUTPUT.old-*`` until the new ones are in (a crash mid-swap leaves them there,
+    not lost). Entries ``owns`` rejects stay.
+    """
+    fs, out = resolve(output)
+    _, stage = resolve(staging)
+    fs.create_dir(out, recursive=True)
+
+    def marker_first(name: str) -> bool:
+        return name != marker
+
+    old = sorted((n for n in _entries(fs, out) if n == marker or owns(n)), key=marker_first)
+    aside = f"{out.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
+    if old:
+        fs.create_dir(aside, recursive=True)
+    for name in old:
+        move_at(fs, f"{out}/{name}", f"{aside}/{name}")
+    for name in sorted(_entries(fs, stage), key=marker_first, reverse=True):
+        move_at(fs, f"{stage}/{name}", f"{out}/{name}")
+    if old:
+        fs.delete_dir(aside)
+    delete_at(fs, stage)
