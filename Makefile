@@ -49,7 +49,7 @@ pytest: install
 test: lint typecheck pytest
 
 quickstart: install
-	$(BIN)/python jobs/quickstart.py --output $(QUICKSTART_DIR)
+	$(BIN)/steam-ray quickstart --workdir $(QUICKSTART_DIR)
 
 bench-data: install
 	$(BIN)/python benchmarks/bench_data_prepare.py --rows 1000000
