@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
@@ -660,6 +661,195 @@ def serve_build(
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)
         typer.echo(f"wrote {output}")
+
+
+@app.command("quickstart")
+def quickstart(
+    workdir: Annotated[
+        str, typer.Option("--workdir", "-w", help="Where every stage's output goes.")
+    ] = "artifacts/quickstart",
+    keep_serving: Annotated[
+        bool, typer.Option("--serve", help="Keep serving at the end until Ctrl-C.")
+    ] = False,
+    port: PortOpt = None,
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="YAML config file or packaged name.")
+    ] = "quickstart",
+    sets: SetOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """The whole pipeline on local Ray: prepare, train, sweep, register, evaluate, predict,
+    serve (the packaged quickstart config; WORKDIR/summary.json holds the results)."""
+    from steam_ray import quickstart as qs
+
+    extra = [*(sets or []), *([f"serve.port={port}"] if port is not None else [])]
+    cfg = _run(debug, lambda: qs.quickstart_config(workdir, config, extra))
+    _run(debug, lambda: qs.quickstart(cfg, workdir, keep_serving=keep_serving))
+
+
+# Long only in its signature (one typer option per flag); the body is the module docstring's steps.
+@app.command("predict")
+def predict(
+    ctx: typer.Context,
+    checkpoint: CheckpointOpt = None,
+    input: Annotated[
+        str | None,
+        typer.Option("--input", "-i", help="CSV / Parquet / JSONL file or dir (gs://, s3://)."),
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="auto | csv | parquet | jsonl (auto: extension).")
+    ] = None,
+    text_column: Annotated[str | None, typer.Option(help="Review text column (text).")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output dir or URI (Parquet, summary).")
+    ] = None,
+    backend: BackendOpt = None,
+    use_gpu: Annotated[bool | None, typer.Option("--use-gpu/--no-gpu")] = None,
+    registry: ServeRegistryOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per scoring batch.")] = None,
+    actors: Annotated[
+        int | None, typer.Option(help="Scoring actors (default: one per cluster CPU/GPU).")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="positive iff score >= T (default: the version's tuned one, or 0.5)."),
+    ] = None,
+    shared_fs: SharedFsOpt = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Score every review of a file or dir with a checkpoint (Ray Data actor pool): Parquet
+    with label, score, model_version; rejected rows (with their reason) under rejected/."""
+    from steam_ray.predict import predict as run_predict
+    from steam_ray.predict import print_summary
+
+    overrides = _overrides(
+        "predict",
+        checkpoint=checkpoint,
+        input=input,
+        format=format,
+        text_column=text_column,
+        output=output,
+        backend=backend,
+        use_gpu=use_gpu,
+        registry=registry,
+        batch_size=batch_size,
+        actors=actors,
+        threshold=threshold,
+    )
+    cfg = _load(config, overrides, debug, sets)
+    section = cfg.predict
+    if section.registry is None:  # the registry: section's root, as serve does
+        section = section.model_copy(update={"registry": cfg.registry.root})
+    paths = {"predict --output": section.output, "predict --input": section.input or ""}
+    _require_shared(ctx, debug, shared_fs, **{k: v for k, v in paths.items() if v})
+    print_summary(_run(debug, lambda: run_predict(section)))
+
+
+# Long only in its signature (one typer option per flag); the body is the module docstring's steps.
+@app.command("evaluate")
+def evaluate(
+    ctx: typer.Context,
+    checkpoint: CheckpointOpt = None,
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="Prepared data dir (data prepare output).")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to report on: test | val | train (default test).")
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Report dir or URI (metrics.json, report.html)."),
+    ] = None,
+    backend: BackendOpt = None,
+    use_gpu: Annotated[bool | None, typer.Option("--use-gpu/--no-gpu")] = None,
+    registry: ServeRegistryOpt = None,
+    actors: Annotated[
+        int | None, typer.Option(help="Scoring actors (default: one per cluster CPU/GPU).")
+    ] = None,
+    shared_fs: SharedFsOpt = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Metrics (threshold tuned on val, bootstrap intervals, calibration, slices), report.html
+    and a model card; attached to the registry version when the checkpoint is one."""
+    from steam_ray.evaluate import evaluate as run_evaluate
+
+    overrides = _overrides(
+        "evaluate",
+        checkpoint=checkpoint,
+        data=data,
+        split=split,
+        output=output,
+        backend=backend,
+        use_gpu=use_gpu,
+        registry=registry,
+        actors=actors,
+    )
+    cfg = _load(config, overrides, debug, sets)
+    section = cfg.evaluate
+    if section.registry is None:  # the registry: section's root, as serve does
+        section = section.model_copy(update={"registry": cfg.registry.root})
+    # Ray Data tasks read --data on any node; the driver alone writes --output.
+    _require_shared(ctx, debug, shared_fs, **{"evaluate --data": section.data})
+    _echo_json(_run(debug, lambda: run_evaluate(section)))
+
+
+@app.command("monitor")
+def monitor(
+    ctx: typer.Context,
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Prepared data dir (its val split) or a registry NAME:VERSION."),
+    ] = None,
+    current: Annotated[
+        str | None,
+        typer.Option(help="Prediction log dir, `steam-ray predict` output, or prepared data dir."),
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only log rows at or after this time (ISO 8601).")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split of a prepared --current dir (default test).")
+    ] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column of --current.")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Report dir (drift.json, report.html).")
+    ] = None,
+    backend: BackendOpt = None,
+    registry: ServeRegistryOpt = None,
+    shared_fs: SharedFsOpt = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare a window of traffic with the training data: drift.json and report.html."""
+    from steam_ray.monitor import monitor as run_monitor
+
+    overrides = _overrides(
+        "monitor",
+        reference=reference,
+        current=current,
+        checkpoint=checkpoint,
+        since=since,
+        split=split,
+        text_column=text_column,
+        output=output,
+        backend=backend,
+        registry=registry,
+    )
+    cfg = _load(config, overrides, debug, sets)
+    section = cfg.monitor
+    if section.registry is None:  # the registry: section's root, as serve does
+        section = section.model_copy(update={"registry": cfg.registry.root})
+    # Ray Data tasks read the reference data on any node; the driver writes --output.
+    ref = section.reference
+    if ref and ":" not in ref.split("://")[-1]:  # a data dir, not a registry NAME:VERSION
+        _require_shared(ctx, debug, shared_fs, **{"monitor --reference": ref})
+    _echo_json(_run(debug, lambda: run_monitor(section)))
 
 
 @app.command("config")

@@ -12,6 +12,7 @@ resolved config is written next to the artefacts it produced so a run can be rep
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -415,12 +416,101 @@ class ServeConfig(_Section):
     max_text_bytes: int = Field(16 * 1024, ge=16)
 
 
+class EvaluateConfig(_Section):
+    """``steam-ray evaluate``: metrics, report and model card of a checkpoint on a split."""
+
+    # Checkpoint dir/URI, a train/tune output dir (its best), ``best`` or ``NAME:VERSION``.
+    checkpoint: str | None = None
+    data: str = "artifacts/data"
+    # The split reported on; the decision threshold is always tuned on val.
+    split: Literal["train", "val", "test"] = "test"
+    output: str = "artifacts/evaluate"
+    backend: Backend = "auto"
+    use_gpu: bool = False
+    # Registry root for best / NAME:VERSION refs (None: artifacts/registry).
+    registry: str | None = None
+    # Rows per scoring batch, and scoring actors (None: one per cluster CPU/GPU).
+    batch_size: int = Field(256, ge=1)
+    actors: int | None = Field(None, ge=1)
+    bootstrap_resamples: int = Field(1000, ge=10)
+    seed: int = 42
+    # Equal-width bins of P(positive) for the expected calibration error and reliability plot.
+    ece_bins: int = Field(15, ge=2, le=100)
+    # Groups (games; movies in the sample) with the most rows get a slice each.
+    top_groups: int = Field(10, ge=1)
+
+
+class PredictConfig(_Section):
+    """``steam-ray predict``: score every row of a file, directory or URI; Parquet out."""
+
+    # Checkpoint dir/URI, a train/tune output dir (its best), ``best`` or ``NAME:VERSION``.
+    checkpoint: str | None = None
+    # A file, or a directory of files (local, gs://, s3://).
+    input: str | None = None
+    # auto: from the file extensions (.csv, .parquet, .jsonl/.json).
+    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    text_column: str = "text"
+    output: str = "artifacts/predict"
+    backend: Backend = "auto"
+    use_gpu: bool = False
+    # Registry root for best / NAME:VERSION refs (None: artifacts/registry).
+    registry: str | None = None
+    # Rows per batch handed to a scoring actor (each runs them in token-budget chunks).
+    batch_size: int = Field(256, ge=1)
+    # Scoring actors (None: one per cluster CPU/GPU now, up to what the cluster can grow to).
+    actors: int | None = Field(None, ge=1)
+    # Tokens per review the model sees; longer reviews are truncated.
+    max_length: int = Field(256, ge=8, le=8192)
+    # positive iff score >= threshold (None: the registry version's tuned one, else 0.5).
+    threshold: float | None = Field(None, ge=0, le=1)
+    # Target bytes per CSV read task (one big file is read as ranges of about this size).
+    csv_chunk_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # Rows a write task collects before writing a file (bounds the number of output files).
+    min_rows_per_write: int = Field(100_000, ge=1)
+
+
+class MonitorConfig(_Section):
+    """``steam-ray monitor``: the current window of traffic against the training data."""
+
+    # A prepared data dir (its val split) or a registry NAME:VERSION (the data it trained on).
+    reference: str | None = None
+    # A prediction log dir, a `steam-ray predict` output, or a prepared data dir.
+    current: str | None = None
+    # The model whose scores are compared, when --reference is a data dir.
+    checkpoint: str | None = None
+    registry: str | None = None
+    # The split of a prepared --current dataset.
+    split: Literal["train", "val", "test"] = "test"
+    # Only log rows at or after this time (prediction logs).
+    since: datetime | None = None
+    text_column: str = "text"
+    max_length: int = Field(256, ge=8, le=8192)
+    output: str = "artifacts/monitor"
+    backend: Backend = "auto"
+    actors: int | None = Field(None, ge=1)
+    # PSI above this is drift (0.1-0.25 is the usual "moderate" band; 0.2 is common).
+    psi_threshold: float = Field(0.2, gt=0)
+    # Significance level of the positive-rate test (and of the KS tests reported beside PSI).
+    alpha: float = Field(0.01, gt=0, lt=1)
+    # Domain classifier ROC-AUC above this: current texts are told apart from reference ones.
+    domain_auc_threshold: float = Field(0.7, gt=0.5, le=1)
+    # Texts per side the domain classifier trains on (cost grows with it).
+    max_texts: int = Field(2000, ge=10)
+    # Expected accuracy this far below the reference's is drift.
+    accuracy_drop: float = Field(0.05, gt=0, lt=1)
+    # Fewer reviews than this in the window: an error, not a verdict.
+    min_rows: int = Field(50, ge=5)
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

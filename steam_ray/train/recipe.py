@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from steam_ray import storage
 from steam_ray.config import TrainConfig, resolve_model
 from steam_ray.train import distributed, ray_adapter
 from steam_ray.train.checkpoint import (
@@ -431,5 +432,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         recipe.setup(directory, wrap=ray_adapter.prepare_model)
     # Rank 0 counts the attempt in the run dir; every rank records the same number.
     count = bump_attempts(config["run"]["run_dir"]) if ctx.rank == 0 else 0
-    recipe.start_attempt(ray_adapter.broadcast_from_rank_zero(count), resumed_from=path)
+    # Ray names a checkpoint by its path inside the filesystem (``bucket/...`` on GCS): record
+    # it the way the run dir is addressed (``gs://bucket/...``), as result.json's paths are.
+    resumed_from = storage.user_path(config["run"]["run_dir"], path) if path else None
+    recipe.start_attempt(ray_adapter.broadcast_from_rank_zero(count), resumed_from=resumed_from)
     recipe.train(*ray_adapter.dataset_shards())
