@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from steam_ray import report, storage
+from steam_ray.evaluate import _json_safe
 
 if TYPE_CHECKING:
     from steam_ray.monitor import Window
@@ -19,16 +19,6 @@ REPORT_FILE = "report.html"
 PLOTS = ("token_length.png", "unknown_token_rate.png", "score.png", "positive_rate.png")
 #: What a monitor run owns in OUTPUT; drift.json leaves first and arrives last.
 OUTPUT_FILES = (DRIFT_FILE, REPORT_FILE, *PLOTS)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def plot_hist(ref: np.ndarray, cur: np.ndarray, path: str, title: str, xlabel: str) -> None:

@@ -123,26 +123,10 @@ def _resolve_input(cfg: DataConfig) -> str:
     return cfg.input
 
 
-def _move(fs: pafs.FileSystem, src: str, dst: str) -> None:
-    try:
-        fs.move(src, dst)  # a rename on local disks
-    except (NotImplementedError, OSError):
-        # Object stores without directory moves: copy, then delete.
-        if fs.get_file_info(src).type == pafs.FileType.Directory:
-            fs.create_dir(dst, recursive=True)
-            pafs.copy_files(src, dst, source_filesystem=fs, destination_filesystem=fs)
-            fs.delete_dir(src)
-        else:
-            pafs.copy_files(src, dst, source_filesystem=fs, destination_filesystem=fs)
-            fs.delete_file(src)
-
-
-def _delete(fs: pafs.FileSystem, path: str) -> None:
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        fs.delete_dir(path)
-    elif info.type == pafs.FileType.File:
-        fs.delete_file(path)
+# One copy of the move/delete/staging rules, in storage (evaluate and predict use them too).
+_move = storage.move_at
+_delete = storage.delete_at
+staging_dir = storage.staging_dir
 
 
 def swap_in(fs: pafs.FileSystem, staging: str, output: str) -> None:
@@ -170,11 +154,6 @@ def swap_in(fs: pafs.FileSystem, staging: str, output: str) -> None:
     if moved:
         fs.delete_dir(aside)
     _delete(fs, staging)
-
-
-def staging_dir(output: str) -> str:
-    """A fresh directory beside ``output`` (same filesystem/bucket) for a run's files."""
-    return f"{output.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
 
 
 def percentiles_from_hist(hist: np.ndarray) -> dict[str, float]:

@@ -78,3 +78,31 @@ def test_json_files(tmp_path: Path) -> None:
     fs, inner = storage.resolve(path)
     storage.write_json_at(fs, inner, [1, 2])
     assert storage.read_json_at(fs, inner) == [1, 2] == storage.read_json(path)
+
+
+def test_publish_swaps_owned_entries_marker_last_and_keeps_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, stage = tmp_path / "out", tmp_path / "out.staging-x"
+    for d, names in (
+        (out, ("drift.json", "old.png", "notes.txt")),
+        (stage, ("drift.json", "new.png")),
+    ):
+        d.mkdir()
+        for n in names:
+            (d / n).write_text(f"{d.name}/{n}")
+    moves: list[tuple[str, str]] = []
+    real = storage.move_at
+
+    def recording(fs: pafs.FileSystem, src: str, dst: str) -> None:
+        moves.append((Path(src).name, Path(dst).parent.name))
+        real(fs, src, dst)
+
+    monkeypatch.setattr(storage, "move_at", recording)
+    owned = {"drift.json", "old.png", "new.png"}
+    storage.publish(str(stage), str(out), "drift.json", owned.__contains__)
+    assert sorted(p.name for p in out.iterdir()) == ["drift.json", "new.png", "notes.txt"]
+    assert (out / "drift.json").read_text() == "out.staging-x/drift.json"
+    assert (out / "notes.txt").read_text() == "out/notes.txt"  # not ours: untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging, no .old-*
+    assert moves[0][0] == "drift.json" and moves[-1] == ("drift.json", "out")
