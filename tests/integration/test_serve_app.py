@@ -1,7 +1,7 @@
 """The Serve app on the shared 2-node Ray cluster, over real HTTP on a free port.
 
 One Serve instance for the module (Serve's HTTP options are fixed by the first ``serve.start``
-in a cluster); the rolling update runs last because it swaps the model.
+in a cluster); the rolling update swaps the model, so only the Prometheus test runs after it.
 """
 
 from __future__ import annotations
@@ -288,81 +288,6 @@ def test_metrics_on_rays_endpoint_and_batching_observed(served: Any, ray_cluster
     assert count > le1, f"every one of {count:.0f} model batches held a single review"
 
 
-PROMETHEUS = shutil.which("prometheus")
-
-
-def _prometheus_config(tmp: Path, sd_file: str) -> Path:
-    """cluster/monitoring/prometheus.yml as shipped, pointed at this cluster's own discovery
-    file (other Ray instances on the host may own /tmp/ray's link) and scraping every second."""
-    mon = Path(__file__).resolve().parents[2] / "cluster" / "monitoring"
-    cfg = yaml.safe_load((mon / "prometheus.yml").read_text())
-    cfg["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    cfg["rule_files"] = [str(mon / f) for f in cfg["rule_files"]]
-    (job,) = [j for j in cfg["scrape_configs"] if j["job_name"] == "ray-local"]
-    job["file_sd_configs"][0]["files"] = [sd_file]
-    path = tmp / "prometheus.yml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _promql(base: str, query: str) -> list[dict[str, Any]]:
-    body = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=10).json()
-    assert body["status"] == "success", body
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
-
-
-@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (.ci/run installs it)")
-def test_real_prometheus_scrapes_our_metrics(served: Any, tmp_path: Path) -> None:
-    import ray
-
-    sd_file = os.path.join(
-        ray._private.worker.global_worker.node.get_session_dir_path(),
-        "prom_metrics_service_discovery.json",
-    )
-    assert os.path.exists(sd_file), f"Ray wrote no service discovery file at {sd_file}"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    assert PROMETHEUS is not None
-    log_file = (tmp_path / "prometheus.log").open("w")
-    prom = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={_prometheus_config(tmp_path, sd_file)}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-    )
-    try:
-        for i in range(40):
-            post(f"{served['url']}/predict", {"reviews": [REVIEWS[i % 4]]})
-        query = 'sum(ray_steam_ray_http_requests_total{route="/predict",status_code="200"})'
-        deadline, result = time.monotonic() + 120, []
-        while time.monotonic() < deadline:
-            try:
-                result = _promql(base, query)
-            except httpx.HTTPError:
-                result = []
-            if result and float(result[0]["value"][1]) >= 40:
-                break
-            time.sleep(2)
-        log = (tmp_path / "prometheus.log").read_text()[-3000:]
-        assert result and float(result[0]["value"][1]) >= 40, f"{query} -> {result}\n{log}"
-        # Our recording rule, evaluated by Prometheus itself (a rate needs two scrapes).
-        p99 = "steam_ray:http_latency_ms:p99_5m"
-        while time.monotonic() < deadline and not _promql(base, p99):
-            time.sleep(2)
-        assert _promql(base, p99), f"recording rule {p99} has no data\n{log}"
-        rules = httpx.get(f"{base}/api/v1/rules", timeout=10).json()["data"]["groups"]
-        assert {r["name"] for g in rules for r in g["rules"]} >= {"SteamRayHigh5xxRate"}
-    finally:
-        prom.terminate()
-        prom.wait(timeout=30)
-        log_file.close()
-
-
 def _replicas(name: str = "SentimentModel") -> int:
     from ray import serve
 
@@ -448,3 +373,79 @@ def test_rolling_update_to_a_new_checkpoint_has_no_failed_requests(
     # Old replicas are gone at the end: the last answers all come from the new version.
     assert seen[-3:] == [new] * 3
     assert app_args(new_source, cfg)["source"]["path"] == str(checkpoints[1])
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+def _prometheus_config(tmp: Path, sd_file: str) -> Path:
+    """cluster/monitoring/prometheus.yml as shipped, pointed at this cluster's own discovery
+    file (other Ray instances on the host may own /tmp/ray's link) and scraping every second."""
+    mon = Path(__file__).resolve().parents[2] / "cluster" / "monitoring"
+    cfg = yaml.safe_load((mon / "prometheus.yml").read_text())
+    cfg["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    cfg["rule_files"] = [str(mon / f) for f in cfg["rule_files"]]
+    (job,) = [j for j in cfg["scrape_configs"] if j["job_name"] == "ray-local"]
+    job["file_sd_configs"][0]["files"] = [sd_file]
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _promql(base: str, query: str) -> list[dict[str, Any]]:
+    body = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=10).json()
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (.ci/run installs it)")
+def test_real_prometheus_scrapes_our_metrics(served: Any, tmp_path: Path) -> None:
+    """Last in the module: its traffic and time stay out of the autoscaling tests' way."""
+    import ray
+
+    sd_file = os.path.join(
+        ray._private.worker.global_worker.node.get_session_dir_path(),
+        "prom_metrics_service_discovery.json",
+    )
+    assert os.path.exists(sd_file), f"Ray wrote no service discovery file at {sd_file}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    assert PROMETHEUS is not None
+    log_file = (tmp_path / "prometheus.log").open("w")
+    prom = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={_prometheus_config(tmp_path, sd_file)}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log_file,
+    )
+    try:
+        for i in range(40):
+            post(f"{served['url']}/predict", {"reviews": [REVIEWS[i % 4]]})
+        query = 'sum(ray_steam_ray_http_requests_total{route="/predict",status_code="200"})'
+        deadline, result = time.monotonic() + 120, []
+        while time.monotonic() < deadline:
+            try:
+                result = _promql(base, query)
+            except httpx.HTTPError:
+                result = []
+            if result and float(result[0]["value"][1]) >= 40:
+                break
+            time.sleep(2)
+        log = (tmp_path / "prometheus.log").read_text()[-3000:]
+        assert result and float(result[0]["value"][1]) >= 40, f"{query} -> {result}\n{log}"
+        # Our recording rule, evaluated by Prometheus itself (a rate needs two scrapes).
+        p99 = "steam_ray:http_latency_ms:p99_5m"
+        while time.monotonic() < deadline and not _promql(base, p99):
+            time.sleep(2)
+        assert _promql(base, p99), f"recording rule {p99} has no data\n{log}"
+        rules = httpx.get(f"{base}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        assert {r["name"] for g in rules for r in g["rules"]} >= {"SteamRayHigh5xxRate"}
+    finally:
+        prom.terminate()
+        prom.wait(timeout=30)
+        log_file.close()
