@@ -408,6 +408,9 @@ def test_real_prometheus_scrapes_our_metrics(served: Any, tmp_path: Path) -> Non
         ray._private.worker.global_worker.node.get_session_dir_path(),
         "prom_metrics_service_discovery.json",
     )
+    deadline = time.monotonic() + 60  # the dashboard head rewrites it every few seconds
+    while not os.path.exists(sd_file) and time.monotonic() < deadline:
+        time.sleep(1)
     assert os.path.exists(sd_file), f"Ray wrote no service discovery file at {sd_file}"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
