@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 
 from steam_ray import storage
 from steam_ray.config import EvaluateConfig
@@ -489,44 +488,22 @@ def write_outputs(
     cfg: EvaluateConfig, result: dict[str, Any], arrays: dict[str, np.ndarray]
 ) -> dict[str, str]:
     """metrics.json, report.html + PNGs and README.md, written aside, then swapped into OUTPUT."""
-    from steam_ray.data.pipeline import _delete, staging_dir
-
-    staging = staging_dir(cfg.output)
+    staging = storage.staging_dir(cfg.output)
     fs, staging_inner = storage.resolve(staging)
     try:
         write_report(result, arrays["y"], arrays["p"], staging)
         storage.write_text(storage.join(staging, CARD_FILE), model_card(_json_safe(result)))
         storage.write_json(storage.join(staging, METRICS_FILE), _json_safe(result))
-        swap_in(fs, staging_inner, storage.resolve(cfg.output)[1])
+        # metrics.json leaves first and arrives last; other files in OUTPUT stay.
+        storage.publish(staging, cfg.output, METRICS_FILE, set(OUTPUT_FILES).__contains__)
     finally:
         with contextlib.suppress(OSError, pa.ArrowException):
-            _delete(fs, staging_inner)
+            storage.delete_at(fs, staging_inner)
     return {
         "report": storage.join(cfg.output, REPORT_FILE),
         "metrics_path": storage.join(cfg.output, METRICS_FILE),
         "card": storage.join(cfg.output, CARD_FILE),
     }
-
-
-def swap_in(fs: pafs.FileSystem, staging: str, output: str) -> None:
-    """Replace OUTPUT's evaluation files with ``staging``'s: metrics.json leaves first and
-    arrives last; the old files wait in ``OUTPUT.old-*`` until the new ones are in."""
-    from steam_ray.data.pipeline import _move
-
-    fs.create_dir(output, recursive=True)
-    aside = f"{output.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
-    present = [
-        n for n in OUTPUT_FILES if fs.get_file_info(f"{output}/{n}").type != pafs.FileType.NotFound
-    ]
-    if present:
-        fs.create_dir(aside, recursive=True)
-    for name in present:
-        _move(fs, f"{output}/{name}", f"{aside}/{name}")
-    for name in (*OUTPUT_FILES[1:], OUTPUT_FILES[0]):
-        if fs.get_file_info(f"{staging}/{name}").type != pafs.FileType.NotFound:
-            _move(fs, f"{staging}/{name}", f"{output}/{name}")
-    if present:
-        fs.delete_dir(aside)
 
 
 def _json_safe(value: Any) -> Any:

@@ -14,10 +14,8 @@ prepared split with them).
 from __future__ import annotations
 
 import contextlib
-import posixpath
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +34,6 @@ from ray.data import Datasink
 from steam_ray import cluster, storage
 from steam_ray.config import Backend, DataConfig, PredictConfig
 from steam_ray.data import csvread, sources
-from steam_ray.data.pipeline import staging_dir
 from steam_ray.errors import ConfigError, DataError, SteamRayError
 from steam_ray.serve.source import materialize, resolve_source
 
@@ -418,31 +415,9 @@ def _ours(name: str) -> bool:
 
 
 def swap_in(staging: str, output: str) -> None:
-    """Replace ``output``'s predictions with ``staging``'s. The old summary leaves first and
-    the new one arrives last; old files wait in ``OUTPUT.old-*`` until the new ones are in
-    (a crash mid-swap leaves them there, not lost). Other files in ``output`` stay."""
-    from steam_ray.data.pipeline import _delete, _move
-
-    fs, out = storage.resolve(output)
-    _, stage = storage.resolve(staging)
-    fs.create_dir(out, recursive=True)
-
-    def names(inner: str) -> list[str]:
-        infos = fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True))
-        found = sorted(posixpath.basename(i.path) for i in infos)
-        return sorted((n for n in found if _ours(n)), key=lambda n: n != SUMMARY_FILE)
-
-    old = names(out)
-    aside = f"{out.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
-    if old:
-        fs.create_dir(aside, recursive=True)
-    for name in old:
-        _move(fs, f"{out}/{name}", f"{aside}/{name}")
-    for name in reversed(names(stage)):  # summary.json last
-        _move(fs, f"{stage}/{name}", f"{out}/{name}")
-    if old:
-        fs.delete_dir(aside)
-    _delete(fs, stage)
+    """Replace ``output``'s predictions with ``staging``'s (storage.publish: the old summary
+    leaves first, the new one arrives last; other files in ``output`` stay)."""
+    storage.publish(staging, output, SUMMARY_FILE, _ours)
 
 
 @dataclass(frozen=True)
@@ -576,7 +551,7 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     cluster.connect(log_to_driver=True)
     low, high = pool_size(cfg.use_gpu, cfg.actors)
     _say(f"reading {len(files)} {fmt} file(s) from {cfg.input}; scoring on {low}-{high} actor(s)")
-    staging = staging_dir(cfg.output)
+    staging = storage.staging_dir(cfg.output)
     fs, staging_inner = storage.resolve(staging)
     try:
         storage.makedirs(staging)
@@ -591,9 +566,7 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
         swap_in(staging, cfg.output)
     finally:
         with contextlib.suppress(OSError, pa.ArrowException):
-            from steam_ray.data.pipeline import _delete
-
-            _delete(fs, staging_inner)
+            storage.delete_at(fs, staging_inner)
     _say(f"wrote {len(result.files)} file(s) to {cfg.output} in {summary['seconds']:.1f}s")
     return summary
 
