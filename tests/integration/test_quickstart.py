@@ -2,8 +2,7 @@
 settings: every stage runs (prepare, train, sweep, register, evaluate, predict, serve), the
 served model answers over real HTTP, Ctrl-C shuts it down and leaves no Ray process behind.
 
-It covers what test_pipeline_e2e.py's first half does (`data prepare` output consumed by
-`train`, through the CLI) and goes on through the rest of the pipeline.
+It is also the CLI chain's test: `data prepare`'s output (fingerprints) is what `train` consumed.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import psutil
 import pytest
 from serve_fixtures import free_port, post
 
+from steam_ray.data.manifest import read_manifest
 from steam_ray.quickstart import EXAMPLES, STAGES
 from steam_ray.registry import Registry
 
@@ -119,6 +119,14 @@ def test_quickstart_end_to_end_serves_then_stops_cleanly(tmp_path: Path) -> None
     assert set(STAGES) <= set(summary["seconds"])
     ckpt = Path(summary["best_checkpoint"])
     assert (ckpt / "config.json").is_file() and (ckpt / "tokenizer.json").is_file()
+    # What prepare wrote is what train consumed (lineage in the checkpoint and result.json).
+    manifest = read_manifest(str(workdir / "data"))
+    assert manifest.rows_read == 1500
+    info = json.loads((ckpt / "steam_ray.json").read_text())
+    assert info["data_fingerprint"] == manifest.fingerprint
+    assert info["tokenizer_fingerprint"] == manifest.tokenizer_fingerprint
+    record = json.loads((workdir / "train" / "result.json").read_text())
+    assert record["data_fingerprint"] == manifest.fingerprint and record["global_step"] == 2
     registry = Registry(str(workdir / "registry"))
     assert registry.get("steam-sentiment", summary["registry_version"]).path == str(ckpt)
     for split in ("val", "test"):
