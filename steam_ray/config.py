@@ -375,6 +375,26 @@ class AutoscalingSection(_Section):
         return self
 
 
+class PredictionLogSection(_Section):
+    """``serve.prediction_log``: a sampled log of what the model saw, for ``steam-ray monitor``.
+
+    Written off the request path in Parquet batches; rows that do not fit the bounded buffer,
+    or whose batch failed to write, are counted (``steam_ray_prediction_log_dropped``), never
+    waited for."""
+
+    # A directory or gs:// URI; None: no log.
+    path: str | None = None
+    # Share of reviews logged (each review drawn independently).
+    sample_rate: float = Field(1.0, gt=0, le=1)
+    # Raw review text in the log (needed for the monitor's text-drift test); a hash always.
+    keep_text: bool = False
+    # A file is written when this many rows wait, or every flush_interval_s.
+    flush_rows: int = Field(2000, ge=1)
+    flush_interval_s: float = Field(30.0, gt=0)
+    # Rows held in memory at most (per replica); more are dropped and counted.
+    max_pending_rows: int = Field(20000, ge=1)
+
+
 class ServeConfig(_Section):
     # Checkpoint dir/URI, ``best`` or ``NAME:VERSION`` (registry); the CLI's --checkpoint wins.
     checkpoint: str | None = None
@@ -397,6 +417,9 @@ class ServeConfig(_Section):
     # (padded) tokens, so short reviews are not padded to the longest one.
     token_budget: int = Field(4096, ge=64)
     max_ongoing_requests: int = Field(64, ge=1)
+    # Requests waiting for a model replica beyond max_ongoing_requests; past this the ingress
+    # answers a fast 503 instead of queueing without bound (-1: unbounded, Serve's default).
+    max_queued_requests: int = Field(256, ge=-1)
     autoscaling: AutoscalingSection = Field(default_factory=AutoscalingSection)
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
@@ -410,10 +433,25 @@ class ServeConfig(_Section):
     ingress_num_cpus: float = Field(0.1, ge=0)
     ingress_replicas: int = Field(1, ge=1)
     ingress_max_ongoing_requests: int = Field(256, ge=1)
+    # Past this many waiting requests Serve's proxy itself answers 503 (-1: unbounded).
+    ingress_max_queued_requests: int = Field(512, ge=-1)
+    # SIGTERM/SIGINT to exit: past this, whatever is still shutting down is killed (a Kubernetes
+    # pod gets 30 s, terminationGracePeriodSeconds, before SIGKILL).
+    shutdown_timeout_s: float = Field(25.0, gt=0)
+    # How long /healthz and /v1/model wait for the model before answering 503.
+    model_info_timeout_s: float = Field(5.0, gt=0)
     # Request limits: bad requests get a 4xx naming the limit.
     max_reviews: int = Field(256, ge=1)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_text_bytes: int = Field(16 * 1024, ge=16)
+    prediction_log: PredictionLogSection = Field(default_factory=PredictionLogSection)
+
+    @model_validator(mode="after")
+    def _queue_bounds(self) -> ServeConfig:
+        for name in ("max_queued_requests", "ingress_max_queued_requests"):
+            if getattr(self, name) == 0:  # Serve's rule: -1 (no limit) or positive
+                raise ValueError(f"{name} must be -1 (no limit) or a positive integer")
+        return self
 
 
 class EvaluateConfig(_Section):
@@ -500,6 +538,10 @@ class MonitorConfig(_Section):
     accuracy_drop: float = Field(0.05, gt=0, lt=1)
     # Fewer reviews than this in the window: an error, not a verdict.
     min_rows: int = Field(50, ge=5)
+    # The scored reference is kept here per (data, weights, backend, max length) and reused by
+    # later runs (None: ~/.cache/steam_ray/monitor); cache_reference false scores it every run.
+    cache_dir: str | None = None
+    cache_reference: bool = True
 
 
 class Config(_Section):

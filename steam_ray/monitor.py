@@ -13,10 +13,14 @@ output:    drift.json (``drift_detected`` first, then each check) + report.html 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,15 +28,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from steam_ray import drift, storage
 from steam_ray.config import MonitorConfig
 from steam_ray.data import manifest as mf
 from steam_ray.errors import ConfigError, DataError
+from steam_ray.serve.prediction_log import LOG_COLUMNS, unk_rate
 from steam_ray.serve.source import ModelSource, resolve_source
 
-#: Columns of a prediction log file (``serve.prediction_log``); ``text`` only when kept.
-LOG_COLUMNS = ("time", "num_tokens", "unk_rate", "truncated", "score", "label", "model_version")
 #: Columns a ``steam-ray predict`` output adds to the input's.
 PREDICT_COLUMNS = ("score", "label", "model_version")
 
@@ -81,17 +85,6 @@ def _read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     return pads.dataset(files, filesystem=fs, format="parquet").to_table(columns=columns)
 
 
-def _unk_rate(ids: pa.ChunkedArray | pa.Array, unk_id: int | None, specials: int) -> np.ndarray:
-    """Share of a review's tokens (specials excluded) that the tokenizer could not name."""
-    lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.float64)
-    if unk_id is None:
-        return np.zeros(lengths.size)
-    flat = pc.list_flatten(ids).to_numpy(zero_copy_only=False)
-    owner = np.repeat(np.arange(lengths.size), lengths.astype(np.int64))
-    unknown = np.bincount(owner[flat == unk_id], minlength=lengths.size)
-    return np.asarray(unknown / np.maximum(lengths - specials, 1.0), dtype=np.float64)
-
-
 class Tokens:
     """The model's tokenizer: lengths and unknown-token rates of texts or of prepared ids."""
 
@@ -106,7 +99,7 @@ class Tokens:
 
     def of_ids(self, ids: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
-        return lengths, _unk_rate(ids, self.tok.unk_token_id, self.specials)
+        return lengths, unk_rate(ids, self.tok.unk_token_id, self.specials)
 
     def of_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         enc = self.tok(texts, truncation=True, max_length=self.max_length)["input_ids"]
@@ -146,10 +139,69 @@ def prepared_window(
     )
 
 
+def reference_window(cfg: MonitorConfig, data: str, source: ModelSource) -> Window:
+    """The reference's val split, scored; cached per (data, weights, backend, max length): it
+    does not change between runs, and rescoring it each time would dominate a daily run."""
+    from steam_ray.serve.backends import weights_fingerprint
+    from steam_ray.serve.source import materialize
+
+    name = f"dataset {data} (val)"
+    manifest = mf.read_manifest(data)
+    parts = [manifest.fingerprint, weights_fingerprint(materialize(source.path)), cfg.backend]
+    key = hashlib.sha256(json.dumps([*parts, manifest.max_length]).encode()).hexdigest()[:20]
+    root = Path(cfg.cache_dir or Path.home() / ".cache" / "steam_ray" / "monitor")
+    path = root / f"reference-{key}.parquet"
+    if cfg.cache_reference and path.is_file():
+        return _window_of(pq.read_table(path), name)
+    window = prepared_window(cfg, data, "val", source, name)
+    if cfg.cache_reference:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{path.name}.{os.getpid()}.tmp"  # a reader never sees half a file
+        pq.write_table(_table_of(window), tmp)
+        tmp.replace(path)
+    return window
+
+
+def _table_of(w: Window) -> pa.Table:
+    return pa.table(
+        {
+            "num_tokens": w.num_tokens,
+            "unk_rate": w.unk_rate,
+            "score": w.scores,
+            "text": w.texts,
+            "label": w.labels,
+        }
+    )
+
+
+def _window_of(table: pa.Table, name: str) -> Window:
+    def col(c: str) -> np.ndarray:
+        return np.asarray(table.column(c).to_numpy(zero_copy_only=False))
+
+    return Window(
+        name=name,
+        num_tokens=col("num_tokens"),
+        unk_rate=col("unk_rate"),
+        scores=col("score"),
+        texts=table.column("text").to_pylist(),
+        labels=col("label"),
+    )
+
+
 def _since(table: pa.Table, since: datetime | None) -> pa.Table:
     if since is None or "time" not in table.column_names:
         return table
-    return table.filter(pc.greater_equal(table.column("time"), pa.scalar(since, pa.timestamp("s"))))
+    bound = since if since.tzinfo else since.replace(tzinfo=UTC)
+    times = _utc_seconds(table.column("time"))
+    return table.filter(pc.greater_equal(times, pa.scalar(bound, UTC_SECONDS)))
+
+
+UTC_SECONDS = pa.timestamp("s", tz="UTC")
+
+
+def _utc_seconds(times: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Log times to whole UTC seconds (a time without a zone is read as UTC)."""
+    return pc.cast(times, UTC_SECONDS, safe=False)
 
 
 def log_window(cfg: MonitorConfig, path: str) -> Window:
@@ -164,7 +216,7 @@ def log_window(cfg: MonitorConfig, path: str) -> Window:
         unk_rate=table.column("unk_rate").to_numpy(zero_copy_only=False),
         scores=table.column("score").to_numpy(zero_copy_only=False),
         texts=texts,
-        times=table.column("time").cast(pa.timestamp("s")).to_numpy(zero_copy_only=False),
+        times=_utc_seconds(table.column("time")).to_numpy(zero_copy_only=False),
     )
 
 
@@ -275,7 +327,7 @@ def monitor(cfg: MonitorConfig) -> dict[str, Any]:
     kind = _kind(cfg.current)  # a wrong --current fails before any scoring
     data, source = reference_source(cfg)
     _say(start, f"reference: {data} (val), model {source.path}")
-    ref = prepared_window(cfg, data, "val", source, f"dataset {data} (val)")
+    ref = reference_window(cfg, data, source)
     _say(start, f"reference: {ref.rows:,} reviews; reading the {kind} {cfg.current}")
     cur = current_window(cfg, source, kind)
     if cur.rows < cfg.min_rows:

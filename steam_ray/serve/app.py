@@ -14,11 +14,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from steam_ray.config import ServeConfig
 from steam_ray.serve import metrics as m
 from steam_ray.serve.backends import label_of
+from steam_ray.serve.prediction_log import PredictionLog
 from steam_ray.serve.schema import PredictRequest, PredictResponse, RequestError, parse_reviews
 from steam_ray.serve.source import ModelSource, materialize, read_checkpoint_info, resolve_source
 
@@ -73,6 +75,27 @@ class SentimentModel:
         batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self._recent: collections.deque[int] = collections.deque(maxlen=RATE_WINDOW)
         self._metrics = m.model_metrics()
+        self._log = self._prediction_log(cfg)
+
+    def _prediction_log(self, cfg: ServeConfig) -> PredictionLog | None:
+        if not cfg.prediction_log.path:
+            return None
+        replica = serve.get_replica_context().replica_id.unique_id
+        mt = self._metrics
+        return PredictionLog(
+            cfg.prediction_log,
+            writer=replica,
+            tokenizer=self.predictor.tokenizer,
+            max_length=cfg.max_length,
+            on_drop=lambda n: mt.log_dropped.inc(n),
+            on_write=lambda n: mt.log_rows.inc(n),
+        )
+
+    def __del__(self) -> None:
+        # Serve calls this on graceful shutdown: write the rows still buffered.
+        plog: PredictionLog | None = getattr(self, "_log", None)  # None if __init__ failed
+        if plog is not None:
+            plog.close()
 
     def model_info(self) -> dict[str, Any]:
         return self.info
@@ -112,12 +135,15 @@ class SentimentModel:
         self._metrics.batch_size.observe(len(texts))
         for row in ids:
             self._metrics.input_tokens.observe(len(row))
-        positive = sum(label_of(s, self.threshold) == "positive" for s in scores)
+        labels = [label_of(s, self.threshold) for s in scores]
+        positive = labels.count("positive")
         for label, n in (("positive", positive), ("negative", len(scores) - positive)):
             if n:  # Ray counters reject inc(0)
                 self._metrics.predictions.inc(n, tags={"label": label})
-        self._recent.extend(int(label_of(s, self.threshold) == "positive") for s in scores)
+        self._recent.extend(int(label == "positive") for label in labels)
         self._metrics.positive_rate.set(sum(self._recent) / len(self._recent))
+        if self._log is not None:
+            self._log.offer(texts, ids, scores, labels, self.version)
         return scores
 
 
@@ -132,16 +158,25 @@ api = FastAPI(
 async def _count_requests(request: Request, call_next: Any) -> Response:
     """Requests, errors and latency by route and status code (every route, 404s included)."""
     t0 = time.perf_counter()
-    response: Response = await call_next(request)
+    try:
+        response: Response = await call_next(request)
+    except Exception:
+        # call_next re-raises what a route raised; Starlette answers 500 after this middleware.
+        _record(request, 500, t0)
+        raise
+    _record(request, response.status_code, t0)
+    return response
+
+
+def _record(request: Request, status: int, t0: float) -> None:
     route = request.scope.get("route")
     path = getattr(route, "path", None) or "unmatched"
-    tags = {"route": path, "method": request.method, "status_code": str(response.status_code)}
+    tags = {"route": path, "method": request.method, "status_code": str(status)}
     mt = m.ingress_metrics()
     mt.requests.inc(tags=tags)
-    if response.status_code >= 400:
+    if status >= 400:
         mt.errors.inc(tags=tags)
     mt.latency.observe((time.perf_counter() - t0) * 1000, tags={"route": path})
-    return response
 
 
 _PAGE = resources.files("steam_ray.serve").joinpath("static/index.html").read_text("utf-8")
@@ -187,22 +222,40 @@ class Ingress:
             )
         except RequestError as exc:
             return _error(exc.status, exc.message)
-        out = await self.model.predict.remote(reviews)
+        try:
+            out = await self.model.predict.remote(reviews)
+        except BackPressureError:
+            return _error(503, "overloaded: the model's request queue is full; retry shortly")
+        except Exception as exc:  # the model failed: a 500 that names it, counted as one
+            log.exception("model call failed")
+            return _error(500, f"model failed: {type(exc).__name__}")
         threshold = out.get("threshold", 0.5)  # a replica of an older version sends none
         predictions = [{"label": label_of(s, threshold), "score": s} for s in out["scores"]]
         return JSONResponse({"predictions": predictions, "model_version": out["version"]})
 
     @api.get("/healthz", summary="200 once the model is loaded")
     async def healthz(self) -> Response:
-        try:
-            info = await asyncio.wait_for(self.model.model_info.remote(), timeout=5)
-        except Exception as exc:  # no model replica yet, or it is failing
-            return _error(503, f"model not ready: {type(exc).__name__}")
+        info = await self._model_info()
+        if isinstance(info, Response):
+            return info
         return JSONResponse({"status": "ok", "model_version": info["version"]})
 
-    @api.get("/v1/model", summary="Name, version, metrics and lineage of the served model")
-    async def model_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = await self.model.model_info.remote()
+    @api.get(
+        "/v1/model",
+        summary="Name, version, metrics and lineage of the served model",
+        responses={503: {}},
+    )
+    async def model_info(self) -> Response:
+        info = await self._model_info()
+        return info if isinstance(info, Response) else JSONResponse(info)
+
+    async def _model_info(self) -> dict[str, Any] | Response:
+        """The model's info, or a 503 naming why while replicas load or fail."""
+        try:
+            call = self.model.model_info.remote()
+            info: dict[str, Any] = await asyncio.wait_for(call, self.cfg.model_info_timeout_s)
+        except Exception as exc:  # no model replica yet, or it is failing
+            return _error(503, f"model not ready: {type(exc).__name__}")
         return info
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -215,6 +268,7 @@ def deployment_options(cfg: ServeConfig) -> dict[str, dict[str, Any]]:
     scale = cfg.autoscaling
     model: dict[str, Any] = {
         "max_ongoing_requests": cfg.max_ongoing_requests,
+        "max_queued_requests": cfg.max_queued_requests,
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
     }
     if scale.min_replicas == scale.max_replicas:
@@ -231,6 +285,7 @@ def deployment_options(cfg: ServeConfig) -> dict[str, dict[str, Any]]:
     ingress: dict[str, Any] = {
         "num_replicas": cfg.ingress_replicas,
         "max_ongoing_requests": cfg.ingress_max_ongoing_requests,
+        "max_queued_requests": cfg.ingress_max_queued_requests,
         "ray_actor_options": {"num_cpus": cfg.ingress_num_cpus},
     }
     return {MODEL_DEPLOYMENT: model, INGRESS_DEPLOYMENT: ingress}

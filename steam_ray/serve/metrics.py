@@ -30,6 +30,8 @@ class ModelMetrics:
     input_tokens: Histogram
     predictions: Counter
     positive_rate: Gauge
+    log_rows: Counter
+    log_dropped: Counter
 
 
 @cache
@@ -66,5 +68,10 @@ def model_metrics() -> ModelMetrics:
         positive_rate=Gauge(
             "steam_ray_predicted_positive_rate",
             "Share of positive predictions over the last 1000 (drift monitoring).",
+        ),
+        log_rows=Counter("steam_ray_prediction_log_rows", "Prediction log rows written."),
+        log_dropped=Counter(
+            "steam_ray_prediction_log_dropped",
+            "Prediction log rows dropped (buffer full or a failed write); requests unaffected.",
         ),
     )

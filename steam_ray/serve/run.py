@@ -6,6 +6,7 @@ itself (no ``RAY_ADDRESS``) goes down with it, so nothing it started is left beh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -231,6 +232,8 @@ def run_server(source: ModelSource, cfg: ServeConfig, ready: threading.Event | N
     except _StoppedDuringStartup as exc:
         print(f"signal {exc.args[0]} before the app was ready", flush=True)
     finally:
+        t0 = time.monotonic()
+        watchdog = _shutdown_watchdog(cfg.shutdown_timeout_s, started)
         try:
             if started:
                 serve.shutdown()  # type: ignore[no-untyped-call]
@@ -238,6 +241,28 @@ def run_server(source: ModelSource, cfg: ServeConfig, ready: threading.Event | N
                 serve.delete(cfg.app_name)
         finally:
             ray.shutdown()
+            watchdog.cancel()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        print("serve stopped", flush=True)
+        print(f"serve stopped ({time.monotonic() - t0:.1f} s)", flush=True)
+
+
+def _shutdown_watchdog(timeout_s: float, started: bool) -> threading.Timer:
+    """Past ``timeout_s``, kill the Ray this process started and exit: a pod must be gone
+    before its grace period ends, whatever part of Serve's shutdown is stuck."""
+
+    def _force() -> None:
+        print(f"shutdown took over {timeout_s:.0f} s: killing the local Ray", flush=True)
+        if started:  # every descendant, listed before any dies (orphans leave the tree)
+            import psutil  # after ray: Ray's own copy
+
+            for proc in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+        print("serve stopped (forced)", flush=True)
+        os._exit(0)
+
+    timer = threading.Timer(timeout_s, _force)
+    timer.daemon = True
+    timer.start()
+    return timer

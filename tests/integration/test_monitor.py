@@ -45,7 +45,11 @@ def _predicted(world: Any, name: str, texts: list[str]) -> str:
 def _monitor(world: Any, current: str, name: str) -> dict[str, Any]:
     out = world["root"] / f"mon-{name}"
     cfg = MonitorConfig(
-        reference=world["data"], checkpoint=world["checkpoint"], current=current, output=str(out)
+        reference=world["data"],
+        checkpoint=world["checkpoint"],
+        current=current,
+        output=str(out),
+        cache_dir=str(world["root"] / "cache"),
     )
     result = monitor(cfg)
     drift = json.loads((out / "drift.json").read_text())
@@ -55,6 +59,10 @@ def _monitor(world: Any, current: str, name: str) -> dict[str, Any]:
         for p in ("token_length.png", "unknown_token_rate.png", "score.png", "positive_rate.png")
     )
     return dict(drift)
+
+
+def _cached(world: Any) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (world["root"] / "cache").glob("reference-*")}
 
 
 def _drifted(drift: dict[str, Any]) -> set[str]:
@@ -85,7 +93,11 @@ def _heldout(*names: str) -> list[str]:
 
 def test_reviews_of_another_domain_are_text_drift(world: Any) -> None:
     current = _predicted(world, "shops", _heldout("products", "restaurants"))
+    before = _cached(world)
     drift = _monitor(world, current, "shops")
+    # The reference is scored once per (data, weights, backend) and then read back.
+    after = _cached(world)
+    assert len(after) == 1 and all(after[p] == t for p, t in before.items())
     assert drift["drift_detected"] is True
     assert "text_domain_classifier_auc" in _drifted(drift)
     assert drift["checks"]["text_domain_classifier_auc"]["statistic"] > 0.9

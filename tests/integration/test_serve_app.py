@@ -6,6 +6,7 @@ in a cluster); the rolling update swaps the model, so only the Prometheus test r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -22,7 +23,8 @@ import pytest
 import yaml
 from serve_fixtures import free_port, make_checkpoint, post
 
-from steam_ray.config import ServeConfig
+from steam_ray.config import MonitorConfig, ServeConfig
+from steam_ray.monitor import log_window
 from steam_ray.serve.backends import Predictor
 from steam_ray.serve.run import app_args, deploy, serve_config_yaml
 from steam_ray.serve.source import resolve_source
@@ -58,6 +60,7 @@ def _cfg(port: int, tmp: Path, **kw: Any) -> ServeConfig:
         "max_reviews": 8,
         "max_text_bytes": 2048,
         "max_body_bytes": 8192,
+        "prediction_log": {"path": str(tmp / "log"), "keep_text": True, "flush_interval_s": 1},
         "autoscaling": {
             "min_replicas": 1,
             "max_replicas": 2,
@@ -108,6 +111,26 @@ def test_predict_contract_in_input_order(served: Any, checkpoints: list[Path]) -
         assert 0.0 <= p["score"] <= 1.0
     assert {p["label"] for p in preds} == {"positive", "negative"}, "head should separate"
     assert body["model_version"] == info["version"]
+
+
+def test_prediction_log_records_what_was_served(served: Any) -> None:
+    import pyarrow.dataset as pads
+
+    texts = [f"Review {i} for the prediction log: solid {i}/10, would replay." for i in range(5)]
+    body = post(f"{served['url']}/predict", {"reviews": texts}).json()
+    served_scores = {t: p["score"] for t, p in zip(texts, body["predictions"], strict=True)}
+    log_dir = Path(served["cfg"].prediction_log.path)
+    deadline, logged = time.monotonic() + 60, {}
+    while len(logged) < len(texts) and time.monotonic() < deadline:
+        time.sleep(1)  # the replica writes every flush_interval_s, off the request path
+        files = sorted(str(f) for f in log_dir.glob("*.parquet"))
+        rows = pads.dataset(files).to_table().to_pylist() if files else []
+        logged = {r["text"]: r for r in rows if r["text"] in served_scores}
+    assert set(logged) == set(texts), f"logged {len(logged)} of {len(texts)}"
+    for text, row in logged.items():
+        assert row["score"] == pytest.approx(served_scores[text], abs=1e-9)
+        assert row["model_version"] == body["model_version"] and row["num_tokens"] > 10
+    assert log_window(MonitorConfig(), str(log_dir)).rows >= len(texts)  # what monitor reads
 
 
 def test_healthz_model_info_and_docs(served: Any) -> None:
@@ -373,6 +396,136 @@ def test_rolling_update_to_a_new_checkpoint_has_no_failed_requests(
     # Old replicas are gone at the end: the last answers all come from the new version.
     assert seen[-3:] == [new] * 3
     assert app_args(new_source, cfg)["source"]["path"] == str(checkpoints[1])
+
+
+def _model_replica_actors() -> list[Any]:
+    from ray.util.state import list_actors
+
+    cls = f"ServeReplica:{APP}:SentimentModel"
+    return list_actors(filters=[("class_name", "=", cls), ("state", "=", "ALIVE")])
+
+
+def test_a_killed_model_replica_under_load_fails_under_1pct_and_comes_back(
+    served: Any,
+) -> None:
+    import ray
+
+    url = served["url"]
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                codes.append(post(f"{url}/predict", {"reviews": [REVIEWS[1]]}).status_code)
+            except httpx.HTTPError:
+                codes.append(0)
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(5)
+        before = _model_replica_actors()
+        victim = before[0]
+        ray.kill(ray.get_actor(victim.name, namespace="serve"), no_restart=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # Serve's controller replaces it
+            ids = {a.actor_id for a in _model_replica_actors()}
+            if victim.actor_id not in ids and len(ids) >= len(before) and _replicas() >= 1:
+                break
+            time.sleep(1)
+        time.sleep(10)  # steady load on the new replica
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    ids = {a.actor_id for a in _model_replica_actors()}
+    assert victim.actor_id not in ids and len(ids) >= len(before), "the replica was not replaced"
+    failed = [c for c in codes if c != 200]
+    assert len(codes) > 100 and len(failed) / len(codes) < 0.01, (len(codes), failed)
+
+
+def _stand_in_app(name: str, cfg: ServeConfig, *, fail: bool, delay_s: float = 0.0) -> str:
+    """Deploys the real Ingress in front of a stand-in model, with our deployment options."""
+    from ray import serve
+
+    from steam_ray.serve.app import INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT, Ingress
+    from steam_ray.serve.app import deployment_options as options
+
+    # Defined here, not at module level: a local class is pickled by value, so Serve's
+    # replicas need not import this test module.
+    class StandInModel:
+        """Stands in for the model deployment behind the real ingress (the ingress is under test):
+        ``fail`` raises like a model whose forward pass breaks, else each call takes ``delay_s``."""
+
+        def __init__(self, fail: bool, delay_s: float) -> None:
+            self.fail, self.delay_s = fail, delay_s
+
+        async def predict(self, texts: list[str]) -> dict[str, Any]:
+            if self.fail:
+                raise RuntimeError("forward pass failed")
+            await asyncio.sleep(self.delay_s)
+            return {"version": "stand-in", "scores": [0.9] * len(texts), "threshold": 0.5}
+
+        async def model_info(self) -> dict[str, Any]:
+            if self.fail:
+                raise RuntimeError("weights failed to load")
+            return {"version": "stand-in"}
+
+    opts = options(cfg)
+    model_opts = {**opts[MODEL_DEPLOYMENT], "ray_actor_options": {"num_cpus": 0}}
+    model_opts.pop("autoscaling_config", None)
+    model = serve.deployment(StandInModel, name=MODEL_DEPLOYMENT).options(**model_opts)
+    ingress: Any = Ingress
+    app = ingress.options(**opts[INGRESS_DEPLOYMENT]).bind(
+        model.bind(fail, delay_s), cfg.model_dump(mode="json")
+    )
+    serve.run(app, name=name, route_prefix=f"/{name}")
+    return f"{served_url(cfg)}/{name}"
+
+
+def served_url(cfg: ServeConfig) -> str:
+    return f"http://127.0.0.1:{cfg.port}"
+
+
+def test_a_failing_model_is_a_counted_500_and_model_info_a_503(
+    served: Any, ray_cluster: Any
+) -> None:
+    from ray import serve
+
+    base = _stand_in_app("broken", served["cfg"], fail=True)
+    try:
+        r = post(f"{base}/predict", {"reviews": [REVIEWS[0]]})
+        assert r.status_code == 500 and "model failed" in r.json()["detail"], r.text
+        for path in ("/v1/model", "/healthz"):
+            r = httpx.get(f"{base}{path}", timeout=30)
+            assert r.status_code == 503 and "model not ready" in r.json()["detail"], r.text
+        pattern = r'ray_steam_ray_http_errors_total\{[^}]*route="/predict"[^}]*status_code="500"'
+        deadline = time.monotonic() + 90
+        while not re.search(pattern, _scrape(ray_cluster)):
+            assert time.monotonic() < deadline, "the 500 was never counted"
+            time.sleep(3)
+    finally:
+        serve.delete("broken")
+
+
+def test_overload_gets_fast_503s_and_no_500(served: Any) -> None:
+    """10x what the stand-in holds (2 in flight + 2 queued): the excess gets 503s."""
+    from ray import serve
+
+    cfg = served["cfg"].model_copy(update={"max_ongoing_requests": 2, "max_queued_requests": 2})
+    base = _stand_in_app("busy", cfg, fail=False, delay_s=0.5)
+    try:
+        with ThreadPoolExecutor(40) as pool:
+            rs = list(pool.map(lambda i: post(f"{base}/predict", {"reviews": ["x"]}), range(40)))
+        # Unbounded, all 40 would wait their turn and answer 200.
+        codes = sorted(r.status_code for r in rs)
+        assert set(codes) == {200, 503}, codes
+        busy = [r for r in rs if r.status_code == 503]
+        assert all("overloaded" in r.json()["detail"] for r in busy)
+    finally:
+        serve.delete("busy")
 
 
 PROMETHEUS = shutil.which("prometheus")

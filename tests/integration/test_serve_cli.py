@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -111,6 +113,17 @@ def _names(procs: list[psutil.Process]) -> str:
     return "\n".join(out)
 
 
+GRACE_S = 30
+
+
+def _load(port: int, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            post(f"http://127.0.0.1:{port}/predict", {"reviews": ["great game"]}, timeout=10)
+        except httpx.HTTPError:
+            time.sleep(0.2)  # the server is going away
+
+
 # The default (Serve's high-throughput mode: HAProxy in front of the ingress replicas) and
 # the classic Python proxy actor, one signal each.
 @pytest.mark.parametrize(
@@ -123,11 +136,15 @@ def test_serve_process_stops_cleanly_on_signal(
 ) -> None:
     port = free_port()
     args = ["serve", "--checkpoint", str(checkpoint), "--port", str(port), "--backend", "torch"]
+    # A pod gets 30 s (terminationGracePeriodSeconds) from SIGTERM to SIGKILL.
+    settings: dict[str, Any] = {"shutdown_timeout_s": GRACE_S - 5}
     if not high_throughput:
-        config = tmp_path / "classic.yaml"
-        config.write_text(yaml.safe_dump({"serve": {"high_throughput": False}}))
-        args += ["--config", str(config)]
+        settings["high_throughput"] = False
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"serve": settings}))
+    args += ["--config", str(config)]
     proc = _start(args)
+    stop_load = threading.Event()
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -146,13 +163,21 @@ def test_serve_process_stops_cleanly_on_signal(
         names = _names(started)
         # Which ingress answered: HAProxy (a child of the proxy actor) or the proxy actor.
         assert ("bin/haproxy" in names) == high_throughput, names
+        load = [threading.Thread(target=_load, args=(port, stop_load)) for _ in range(4)]
+        for t in load:  # the signal arrives under load, as a rollout's SIGTERM does
+            t.start()
+        time.sleep(3)
+        t0 = time.monotonic()
         proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=120)
+        out, _ = proc.communicate(timeout=120)  # reads as it waits: a full pipe never blocks
+        stop_s = time.monotonic() - t0
     finally:
+        stop_load.set()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out[-3000:]
     assert "serve stopped" in out
+    assert stop_s < GRACE_S, f"{stop_s:.0f} s from the signal to exit\n{out[-3000:]}"
     _assert_all_gone(started)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)

@@ -182,6 +182,22 @@ def test_default_autoscaling_passes_serves_own_validation() -> None:
         ServeConfig(autoscaling={"look_back_period_s": 10})  # type: ignore[arg-type]
 
 
+def test_queue_bounds_reach_serve_as_options_it_accepts() -> None:
+    """Both deployments get a bounded queue (excess load: a fast 503, not an unbounded wait),
+    in a form Serve's own deployment config accepts; 0 is refused as Serve refuses it."""
+    from ray.serve._private.config import DeploymentConfig
+
+    from steam_ray.serve.app import INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT, deployment_options
+
+    opts = deployment_options(ServeConfig(max_queued_requests=8, ingress_max_queued_requests=-1))
+    assert opts[MODEL_DEPLOYMENT]["max_queued_requests"] == 8
+    assert opts[INGRESS_DEPLOYMENT]["max_queued_requests"] == -1
+    for o in opts.values():
+        DeploymentConfig(max_queued_requests=o["max_queued_requests"])
+    with pytest.raises(ValueError, match="max_queued_requests must be -1"):
+        ServeConfig(max_queued_requests=0)
+
+
 def test_high_throughput_env_only_for_a_ray_serve_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     from steam_ray.serve import run
 
