@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install test lint typecheck pytest quickstart clean bench-data bench-train \
+.PHONY: install test test-full lint typecheck pytest quickstart clean bench-data bench-train \
 	cluster-serve-config
 
 install: $(STAMP)
@@ -47,6 +47,10 @@ pytest: install
 	$(BIN)/pytest tests
 
 test: lint typecheck pytest
+
+# Also the heavy fault/cluster chains (tests marked `full`; ~30 min more on 2 cores).
+test-full: lint typecheck
+	STEAM_RAY_FULL=1 $(BIN)/pytest tests
 
 quickstart: install
 	$(BIN)/steam-ray quickstart --workdir $(QUICKSTART_DIR)

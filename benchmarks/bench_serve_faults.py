@@ -69,6 +69,7 @@ async def load(
                     await asyncio.sleep(backoff_s)
                 else:
                     other[status] = other.get(status, 0) + 1
+                    await asyncio.sleep(backoff_s)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(clients)))
@@ -163,6 +164,28 @@ def soak(
     return {"summary": summary, "samples": samples}
 
 
+def stop_under_load(
+    proc: subprocess.Popen[bytes], url: str, texts: list[str], clients: int
+) -> float | None:
+    """SIGTERM while clients keep sending (a rollout): seconds from the signal to exit."""
+    import signal
+    import threading
+
+    load_thread = threading.Thread(
+        target=lambda: asyncio.run(load(url, texts, clients, 40, 0.1)), daemon=True
+    )
+    load_thread.start()
+    time.sleep(3)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        return None
+    return round(time.monotonic() - t0, 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("mode", choices=["overload", "soak"])
@@ -186,8 +209,11 @@ def main() -> None:
             result = overload(args, url, texts)
         else:
             result = soak(args, proc, url, texts)
+        result["sigterm_to_exit_s"] = stop_under_load(proc, url, texts, args.clients)
+        print(f"SIGTERM under load -> exit: {result['sigterm_to_exit_s']} s", flush=True)
     finally:
-        stop(proc)
+        if proc.poll() is None:
+            stop(proc)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), **result}, indent=2))
 

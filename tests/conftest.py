@@ -28,6 +28,17 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 NODE_CPUS = 2
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``full`` tier (autoscaling GKE chain, killed nodes/drivers, two-host job submit)
+    runs with STEAM_RAY_FULL=1: together ~30 min on a 2-core box, past CI's budget."""
+    if os.environ.get("STEAM_RAY_FULL") == "1":
+        return
+    skip = pytest.mark.skip(reason="full tier: set STEAM_RAY_FULL=1 (make test-full)")
+    for item in items:
+        if "full" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real local 2-node Ray cluster, shared by every test in the session."""

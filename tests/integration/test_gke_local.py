@@ -36,7 +36,7 @@ import yaml
 
 from steam_ray import cluster, storage
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.full]
 
 BUCKET = "steam-ray-data"
 WORKER_CPUS, MAX_WORKERS = 2, 2

@@ -213,6 +213,7 @@ def hosts() -> Iterator[Hosts]:
         h.down()
 
 
+@pytest.mark.full
 def test_job_submit_across_two_hosts(hosts: Hosts, tmp_path: Path) -> None:
     token = rp.new_token()
     env = rp.base_env(token)

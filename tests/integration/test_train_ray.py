@@ -116,6 +116,7 @@ def test_multi_node_ddp_stays_in_sync(ray_cluster: Any, data_dir: Path, tmp_path
     assert Path(result["best_checkpoint"], "model.safetensors").is_file()
 
 
+@pytest.mark.full
 def test_worker_death_resumes_from_checkpoint(
     ray_cluster: Any, data_dir: Path, tmp_path: Path
 ) -> None:

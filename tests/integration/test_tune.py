@@ -292,6 +292,7 @@ def _experiment_state_terminated(out: Path) -> set[str]:
     return done
 
 
+@pytest.mark.full
 def test_resume_after_driver_killed(
     ray_cluster: Any, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
