@@ -34,7 +34,7 @@ from steam_ray import drift, storage
 from steam_ray.config import MonitorConfig
 from steam_ray.data import manifest as mf
 from steam_ray.errors import ConfigError, DataError
-from steam_ray.serve.prediction_log import LOG_COLUMNS, unk_rate
+from steam_ray.serve.prediction_log import LOG_COLUMNS, unk_rate, unk_rule
 from steam_ray.serve.source import ModelSource, resolve_source
 
 #: Columns a ``steam-ray predict`` output adds to the input's.
@@ -95,11 +95,11 @@ class Tokens:
 
         self.tok = AutoTokenizer.from_pretrained(materialize(checkpoint))
         self.max_length = max_length
-        self.specials = len(self.tok("")["input_ids"])  # [CLS] [SEP] for BERT-likes
+        self._unk = unk_rule(self.tok)
 
     def of_ids(self, ids: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
-        return lengths, unk_rate(ids, self.tok.unk_token_id, self.specials)
+        return lengths, unk_rate(ids, *self._unk)
 
     def of_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         enc = self.tok(texts, truncation=True, max_length=self.max_length)["input_ids"]
@@ -146,19 +146,20 @@ def reference_window(cfg: MonitorConfig, data: str, source: ModelSource) -> Wind
     from steam_ray.serve.source import materialize
 
     name = f"dataset {data} (val)"
+    if not cfg.cache_reference:
+        return prepared_window(cfg, data, "val", source, name)
     manifest = mf.read_manifest(data)
     parts = [manifest.fingerprint, weights_fingerprint(materialize(source.path)), cfg.backend]
     key = hashlib.sha256(json.dumps([*parts, manifest.max_length]).encode()).hexdigest()[:20]
     root = Path(cfg.cache_dir or Path.home() / ".cache" / "steam_ray" / "monitor")
     path = root / f"reference-{key}.parquet"
-    if cfg.cache_reference and path.is_file():
+    if path.is_file():
         return _window_of(pq.read_table(path), name)
     window = prepared_window(cfg, data, "val", source, name)
-    if cfg.cache_reference:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".{path.name}.{os.getpid()}.tmp"  # a reader never sees half a file
-        pq.write_table(_table_of(window), tmp)
-        tmp.replace(path)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{path.name}.{os.getpid()}.tmp"  # a reader never sees half a file
+    pq.write_table(_table_of(window), tmp)
+    tmp.replace(path)
     return window
 
 
@@ -188,15 +189,15 @@ def _window_of(table: pa.Table, name: str) -> Window:
     )
 
 
+UTC_SECONDS = pa.timestamp("s", tz="UTC")
+
+
 def _since(table: pa.Table, since: datetime | None) -> pa.Table:
     if since is None or "time" not in table.column_names:
         return table
     bound = since if since.tzinfo else since.replace(tzinfo=UTC)
     times = _utc_seconds(table.column("time"))
     return table.filter(pc.greater_equal(times, pa.scalar(bound, UTC_SECONDS)))
-
-
-UTC_SECONDS = pa.timestamp("s", tz="UTC")
 
 
 def _utc_seconds(times: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -55,6 +55,11 @@ def unk_rate(ids: pa.ChunkedArray | pa.Array, unk_id: int | None, specials: int)
     return np.asarray(unknown / np.maximum(lengths - specials, 1.0), dtype=np.float64)
 
 
+def unk_rule(tokenizer: Any) -> tuple[int | None, int]:
+    """``unk_rate``'s (unknown-token id, special tokens per review: [CLS] [SEP] for BERT-likes)."""
+    return tokenizer.unk_token_id, len(tokenizer("")["input_ids"])
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -74,11 +79,7 @@ class PredictionLog:
     ) -> None:
         assert cfg.path, "PredictionLog needs serve.prediction_log.path"
         self.cfg, self.writer, self.max_length = cfg, writer, max_length
-        # (unknown-token id, special tokens per review: [CLS] [SEP] for BERT-likes)
-        self._unk: tuple[int | None, int] = (
-            tokenizer.unk_token_id,
-            len(tokenizer("")["input_ids"]),
-        )
+        self._unk = unk_rule(tokenizer)
         self.on_drop, self.on_write = on_drop, on_write
         self.dropped = self.written = 0
         self._rows: list[dict[str, Any]] = []
