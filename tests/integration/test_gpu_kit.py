@@ -35,7 +35,7 @@ def test_dry_run_reports_every_figure(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
     )
     output = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, output
