@@ -16,11 +16,11 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 
-from steam_ray.config import Config, DataConfig, load_config
+from steam_ray.config import Backend, Config, DataConfig, load_config
 from steam_ray.errors import SteamRayError
 
 # The help text quotes the config's default, so the two cannot drift apart.
@@ -560,9 +560,7 @@ ReplicasOpt = Annotated[
 ]
 MinReplicasOpt = Annotated[int | None, typer.Option(help="Autoscaling: fewest model replicas.")]
 MaxReplicasOpt = Annotated[int | None, typer.Option(help="Autoscaling: most model replicas.")]
-BackendOpt = Annotated[
-    str | None, typer.Option(help="auto | torch | torch-int8 | onnx | onnx-int8")
-]
+BackendOpt = Annotated[str | None, typer.Option(help=" | ".join(get_args(Backend)))]
 
 
 def _serve_config(

@@ -346,7 +346,9 @@ class RegistryConfig(_Section):
     model_name: str = Field(DEFAULT_MODEL_NAME, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-Backend = Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8"]
+Backend = Literal[
+    "auto", "torch", "torch-int8", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static"
+]
 #: The CPU backend picked by measurement (benchmarks/bench_backends.py, RESULTS.md): the fastest
 #: whose test-split accuracy is within 0.5 point of PyTorch fp32. Both int8 backends were ~2x
 #: faster but lost 0.69 (ONNX) and 1.38 (torch) points; ONNX fp32 was not faster than torch.

@@ -184,6 +184,46 @@ def bootstrap_intervals(
     return {**out, "accuracy": acc.tolist(), "macro_f1": macro.tolist()}
 
 
+#: The rule a faster backend must meet to replace PyTorch fp32 as the CPU default (measured by
+#: benchmarks/bench_backends.py on val + test together): accuracy at most this many points below
+#: fp32's, and the same label as fp32 on at least this share of reviews.
+MAX_DROP_POINTS = 0.5
+MIN_AGREEMENT = 0.985
+
+
+def paired_accuracy_delta(
+    y: np.ndarray, p_ref: np.ndarray, p: np.ndarray, *, resamples: int, seed: int
+) -> list[float]:
+    """95% paired bootstrap interval of accuracy(p) - accuracy(p_ref), in points. A resample's
+    difference depends only on the counts of (ref right?, candidate right?), so each resample is
+    one multinomial draw over those 4 cells, as in ``bootstrap_intervals``."""
+    ref_ok, ok = (p_ref >= 0.5) == y.astype(bool), (p >= 0.5) == y.astype(bool)
+    cells = np.array([np.sum(ref_ok & ~ok), np.sum(~ref_ok & ok)], dtype=float)
+    n = len(y)
+    rest = n - cells.sum()  # rows both got right or both got wrong: no effect on the delta
+    draws = np.random.default_rng(seed).multinomial(n, [*(cells / n), rest / n], size=resamples)
+    delta = 100.0 * (draws[:, 1] - draws[:, 0]) / n
+    return [float(x) for x in np.percentile(delta, [2.5, 97.5])]
+
+
+def backend_verdict(
+    y: np.ndarray, p_ref: np.ndarray, p: np.ndarray, *, resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """A candidate backend's scores against fp32's on the same reviews, and the rule's verdict."""
+    accuracy = float(np.mean((p >= 0.5) == y.astype(bool)))
+    ref_accuracy = float(np.mean((p_ref >= 0.5) == y.astype(bool)))
+    delta = 100.0 * (accuracy - ref_accuracy)
+    agreement = float(np.mean((p >= 0.5) == (p_ref >= 0.5)))
+    return {
+        "n": len(y),
+        "accuracy": accuracy,
+        "delta_points": delta,
+        "delta_points_95ci": paired_accuracy_delta(y, p_ref, p, resamples=resamples, seed=seed),
+        "agreement": agreement,
+        "eligible": delta >= -MAX_DROP_POINTS and agreement >= MIN_AGREEMENT,
+    }
+
+
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     from scipy.stats import binomtest
 

@@ -1,6 +1,13 @@
 """Inference backends for a sentiment checkpoint: PyTorch fp32 / dynamic int8, ONNX Runtime
-fp32 / int8, and PyTorch bf16/fp16 on GPU. No Ray here: the Serve replica, the benchmarks and
-the plain FastAPI baseline all use the same ``Predictor``.
+fp32 and three int8 variants, and PyTorch bf16/fp16 on GPU. No Ray here: the Serve replica, the
+benchmarks and the plain FastAPI baseline all use the same ``Predictor``.
+
+ONNX int8 variants (each exported once per weights and node, cached beside ``model.onnx``):
+- ``onnx-int8``: dynamic, per-tensor weight scales on the plain export;
+- ``onnx-int8-fused``: ORT's transformer fusions (attention, skip/embed layer norm, GELU),
+  then dynamic int8 with per-channel weight scales;
+- ``onnx-int8-static``: static QDQ, per-channel, MatMuls only, activation ranges calibrated on
+  ``CALIBRATION_ROWS`` rows of the checkpoint's own training split (its ``steam_ray.json``).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import numpy as np
 
@@ -23,7 +30,15 @@ from steam_ray.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-BACKENDS: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
+BACKENDS: tuple[str, ...] = get_args(Backend)[1:]  # all but "auto"
+#: The cached ONNX file of each ONNX backend.
+ONNX_FILES: dict[str, str] = {
+    "onnx": "model.onnx",
+    "onnx-int8": "model.int8.onnx",
+    "onnx-int8-fused": "model.fused.int8pc.onnx",
+    "onnx-int8-static": "model.qdq.int8pc.onnx",
+}
+CALIBRATION_ROWS = 512
 WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -88,21 +103,108 @@ def _torch_runner(checkpoint: str, backend: str, device: str) -> _Runner:
     return run
 
 
-def onnx_path(checkpoint: str, int8: bool, cache_dir: str | None) -> Path:
-    """Export (once per weights and node, cached) and return the ONNX model for a checkpoint."""
+def onnx_path(checkpoint: str, backend: str, cache_dir: str | None) -> Path:
+    """Export (once per weights and node, cached) and return ``backend``'s ONNX model."""
     root = Path(cache_dir or Path.home() / ".cache" / "steam_ray" / "onnx")
     folder = root / weights_fingerprint(checkpoint)[:16]
-    fp32, q8 = folder / "model.onnx", folder / "model.int8.onnx"
+    fp32, target = folder / ONNX_FILES["onnx"], folder / ONNX_FILES[backend]
     if not fp32.is_file():
         _export_onnx(checkpoint, fp32)
-    if int8 and not q8.is_file():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    if not target.is_file():
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            out = Path(tmp) / q8.name
-            quantize_dynamic(fp32, out, weight_type=QuantType.QInt8)
-            os.replace(out, q8)  # atomic: replicas on one node may race on the cache
-    return q8 if int8 else fp32
+            out = Path(tmp) / target.name
+            _QUANTIZERS[backend](checkpoint, fp32, out)
+            os.replace(out, target)  # atomic: replicas on one node may race on the cache
+    return target
+
+
+def _dynamic_int8(checkpoint: str, fp32: Path, out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(fp32, out, weight_type=QuantType.QInt8)
+
+
+def _fused_int8(checkpoint: str, fp32: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(checkpoint)
+    # BERT names (MiniLM) or DistilBERT's; ORT's "bert" fusions cover both graphs.
+    heads = getattr(cfg, "num_attention_heads", None) or cfg.n_heads
+    hidden = getattr(cfg, "hidden_size", None) or cfg.dim
+    fused = out.with_name("fused.onnx")
+    optimize_model(str(fp32), "bert", num_heads=heads, hidden_size=hidden).save_model_to_file(
+        str(fused)
+    )
+    # Fused ops are in ORT's own domain, which ONNX shape inference cannot type: say float.
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    quantize_dynamic(fused, out, per_channel=True, weight_type=QuantType.QInt8, extra_options=extra)
+
+
+def _static_int8(checkpoint: str, fp32: Path, out: Path) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        fp32,
+        out,
+        _Calibration(checkpoint, CALIBRATION_ROWS),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+_QUANTIZERS = {
+    "onnx-int8": _dynamic_int8,
+    "onnx-int8-fused": _fused_int8,
+    "onnx-int8-static": _static_int8,
+}
+
+
+def calibration_ids(checkpoint: str, rows: int) -> list[list[int]]:
+    """Token ids of the first ``rows`` rows of the training split the checkpoint names."""
+    import pyarrow.parquet as pq
+
+    from steam_ray import storage
+
+    info_path = str(Path(checkpoint) / "steam_ray.json")
+    data = storage.read_json(info_path).get("data") if storage.exists(info_path) else None
+    if not data:
+        raise ConfigError(
+            f"{checkpoint}: onnx-int8-static calibrates on the checkpoint's training data, "
+            f"and {info_path} names none (a steam-ray train checkpoint has it)"
+        )
+    fs, inner = storage.resolve(storage.join(str(data), "train"))
+    try:
+        table = pq.ParquetDataset(inner, filesystem=fs).read(columns=["input_ids"])
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{data}/train: cannot read calibration rows: {exc}") from exc
+    ids: list[list[int]] = table.column("input_ids").to_pylist()[:rows]
+    if not ids:
+        raise ConfigError(f"{data}/train: no rows to calibrate onnx-int8-static on")
+    return ids
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader: the rows in length-sorted padded batches."""
+
+    def __init__(self, checkpoint: str, rows: int, token_budget: int = 2048) -> None:
+        from transformers import AutoTokenizer
+
+        ids = calibration_ids(checkpoint, rows)
+        pad_id = int(AutoTokenizer.from_pretrained(checkpoint).pad_token_id or 0)
+        feeds = []
+        for chunk in length_buckets([len(x) for x in ids], token_budget, min_width=0):
+            batch, mask = pad_rows([ids[i] for i in chunk], pad_id, min_width=0)
+            feeds.append({"input_ids": batch, "attention_mask": mask})
+        self._feeds = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
 
 
 def _export_onnx(checkpoint: str, target: Path) -> None:
@@ -193,7 +295,7 @@ class Predictor:
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         if self.backend.startswith("onnx"):
-            path = onnx_path(checkpoint, self.backend == "onnx-int8", cache_dir)
+            path = onnx_path(checkpoint, self.backend, cache_dir)
             self._run: _Runner = _onnx_runner(path, self.threads)
         else:
             self._run = _torch_runner(checkpoint, self.backend, device)

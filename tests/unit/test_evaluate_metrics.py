@@ -19,6 +19,9 @@ from sklearn.metrics import (
 )
 
 from steam_ray.evaluate import (
+    MAX_DROP_POINTS,
+    MIN_AGREEMENT,
+    backend_verdict,
     bootstrap_intervals,
     calibration,
     length_buckets,
@@ -148,6 +151,31 @@ def test_bootstrap_intervals() -> None:
     # Every row right: every resample is right.
     perfect = bootstrap_intervals(y, y.astype(float), 0.5, resamples=200, seed=1)
     assert perfect["accuracy"] == [1.0, 1.0] and perfect["macro_f1"] == [1.0, 1.0]
+
+
+def test_backend_verdict_and_paired_interval() -> None:
+    y, ref = noisy_scores(2000, 5)
+    rng = np.random.default_rng(3)
+    flip = rng.random(len(y)) < 0.01  # 1% of labels flipped by "quantisation"
+    cand = np.where(flip, 1.0 - ref, ref)
+    v = backend_verdict(y, ref, cand, resamples=4000, seed=1)
+    ref_ok, ok = (ref >= 0.5) == y, (cand >= 0.5) == y
+    assert v["n"] == 2000 and v["agreement"] == pytest.approx(1 - flip.mean())
+    assert v["delta_points"] == pytest.approx(100 * (ok.mean() - ref_ok.mean()))
+    # The same interval from resampled rows (paired: one index draw for both backends).
+    idx = rng.integers(0, len(y), size=(4000, len(y)))
+    naive = 100 * (ok[idx].mean(axis=1) - ref_ok[idx].mean(axis=1))
+    assert v["delta_points_95ci"] == pytest.approx(np.percentile(naive, [2.5, 97.5]), abs=0.06)
+    low, high = v["delta_points_95ci"]
+    assert low <= v["delta_points"] <= high
+    assert v["eligible"] == (
+        v["delta_points"] >= -MAX_DROP_POINTS and v["agreement"] >= MIN_AGREEMENT
+    )
+    # Identical scores: no difference, full agreement, eligible; 3% flipped: not eligible.
+    same = backend_verdict(y, ref, ref.copy(), resamples=200, seed=1)
+    assert same["delta_points_95ci"] == [0.0, 0.0] and same["eligible"]
+    worse = np.where(rng.random(len(y)) < 0.03, 1.0 - ref, ref)
+    assert not backend_verdict(y, ref, worse, resamples=200, seed=1)["eligible"]
 
 
 def test_wilson_interval() -> None:

@@ -73,15 +73,7 @@ def test_backends_agree_and_sorting_keeps_input_order(checkpoint: Path, tmp_path
     assert list(ref.scores(texts)) == pytest.approx(alone, abs=1e-5)
     onnx = Predictor(str(checkpoint), backend="onnx", threads=1, cache_dir=str(tmp_path))
     assert list(onnx.scores(texts)) == pytest.approx(alone, abs=1e-4)
-    for backend in ("torch-int8", "onnx-int8"):
-        q = Predictor(str(checkpoint), backend=backend, threads=1, cache_dir=str(tmp_path))
-        got = list(q.scores(texts))
-        # Quantised (and this test head's weights are scaled up): same side of 0.5 where the
-        # fp32 score is clear of it, all in [0, 1].
-        assert all(0.0 <= s <= 1.0 for s in got)
-        assert all(
-            (g >= 0.5) == (a >= 0.5) for g, a in zip(got, alone, strict=True) if abs(a - 0.5) > 0.2
-        )
+    # int8 backends: tests/unit/test_backends.py, on real reviews with a real head.
 
 
 def test_resolve_source_paths_and_refs(checkpoint: Path, tmp_path: Path) -> None:
