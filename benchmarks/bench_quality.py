@@ -8,7 +8,9 @@ or a quickstart summary.json (its best_checkpoint). The held-out sets (benchmark
 written by hand for this project and never used in training; see its README) are short
 product, film and restaurant reviews; the sample's test split holds critic snippets of movies
 that no training row comes from. Prints accuracy per set and the mean over the held-out sets;
-``--json`` also writes them to a file. Runs the serving path (``serve.backends.Predictor``).
+``--json`` also writes them to a file. Runs the serving path (``serve.backends.Predictor``) and
+labels at 0.5 and at the threshold the model is served with (a registry version's or a
+quickstart's, tuned on val by `steam-ray evaluate`).
 """
 
 from __future__ import annotations
@@ -47,35 +49,45 @@ def load_test_split(data: str) -> tuple[list[str], list[int]]:
     return table.column("text").to_pylist(), table.column("label").to_pylist()
 
 
-def checkpoint_path(ref: str) -> str:
-    """A checkpoint dir from a dir, a train/tune output, or a quickstart summary.json."""
+def checkpoint_path(ref: str, registry: str | None = None) -> tuple[str, float | None]:
+    """A checkpoint dir and the threshold it is served with (None: not evaluated, 0.5), from a
+    dir, a train/tune output, a registry ref, or a quickstart summary.json."""
     path = Path(ref)
     if path.is_file() and path.suffix == ".json":
-        return str(json.loads(path.read_text())["best_checkpoint"])
+        summary = json.loads(path.read_text())
+        return str(summary["best_checkpoint"]), summary.get("threshold")
     from steam_ray.serve.source import resolve_source
 
-    return resolve_source(ref).path
+    source = resolve_source(ref, registry)
+    return source.path, source.threshold
 
 
-def accuracy(predictor: object, texts: list[str], labels: list[int]) -> float:
-    from steam_ray.serve.backends import Predictor
+def accuracy(scores: list[float], labels: list[int], threshold: float) -> float:
+    from steam_ray.serve.backends import label_of
 
-    assert isinstance(predictor, Predictor)
-    scores = predictor.scores(texts)
-    return sum(int(s >= 0.5) == y for s, y in zip(scores, labels, strict=True)) / len(labels)
+    hits = (
+        label_of(s, threshold) == ("positive" if y else "negative")
+        for s, y in zip(scores, labels, strict=True)
+    )
+    return sum(hits) / len(labels)
 
 
-def score_all(checkpoint: str, data: str | None, threads: int) -> dict[str, float]:
+def score_all(
+    checkpoint: str, data: str | None, threads: int
+) -> dict[str, tuple[list[float], list[int]]]:
+    """Scores and labels per set: the sample's test split (with --data), then each held-out set."""
     from steam_ray.serve.backends import Predictor
 
     predictor = Predictor(checkpoint, backend="torch", threads=threads)
     sets = {p.stem: load_jsonl(p) for p in sorted(HELDOUT_DIR.glob("*.jsonl"))}
-    out: dict[str, float] = {}
     if data is not None:
-        out["sample_test"] = accuracy(predictor, *load_test_split(data))
-    for name, (texts, labels) in sets.items():
-        out[name] = accuracy(predictor, texts, labels)
-    out["heldout_mean"] = statistics.fmean(out[name] for name in sets)
+        sets = {"sample_test": load_test_split(data), **sets}
+    return {name: (predictor.scores(texts), labels) for name, (texts, labels) in sets.items()}
+
+
+def accuracies(scored: dict[str, tuple[list[float], list[int]]], t: float) -> dict[str, float]:
+    out = {name: accuracy(scores, labels, t) for name, (scores, labels) in scored.items()}
+    out["heldout_mean"] = statistics.fmean(v for k, v in out.items() if k != "sample_test")
     return out
 
 
@@ -83,16 +95,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="Checkpoint dir, run output, summary.json")
     ap.add_argument("--data", help="Prepared data dir (with test/) for the sample's test split.")
+    ap.add_argument("--registry", help="Registry root for best / NAME:VERSION refs.")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="Also write the accuracies to this file.")
     args = ap.parse_args()
-    ckpt = checkpoint_path(args.checkpoint)
-    result = score_all(ckpt, args.data, args.threads)
+    ckpt, served = checkpoint_path(args.checkpoint, args.registry)
+    # Both: 0.5, and the threshold serve/predict label with (the version's, tuned on val).
+    thresholds = {"0.5": 0.5, **({f"{served:g}": served} if served is not None else {})}
+    scored = score_all(ckpt, args.data, args.threads)
+    results = {name: accuracies(scored, t) for name, t in thresholds.items()}
     print(f"checkpoint: {ckpt}")
-    for name, acc in result.items():
-        print(f"  {name:<14} {acc:.4f}")
+    print(f"  {'set':<14} " + " ".join(f"{'at ' + name:>10}" for name in results))
+    for row in next(iter(results.values())):
+        print(f"  {row:<14} " + " ".join(f"{r[row]:>10.4f}" for r in results.values()))
     if args.json:
-        Path(args.json).write_text(json.dumps({"checkpoint": ckpt, **result}, indent=2) + "\n")
+        out = {"checkpoint": ckpt, "served_threshold": served, "accuracy_at": results}
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
