@@ -39,10 +39,58 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else 0.0
 
 
+def _request_bytes(url: str, texts: list[str]) -> list[bytes]:
+    """One pre-encoded HTTP/1.1 keep-alive POST /predict per text (the lean client's)."""
+    netloc = url.split("://", 1)[1]
+    out = []
+    for text in texts:
+        body = json.dumps({"reviews": [text]}).encode()
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        out.append(head.encode() + body)
+    return out
+
+
+async def _lean_call(conn: list[Any], host: str, port: int, request: bytes) -> str:
+    """Send one request on the kept-alive connection ``conn`` ([reader, writer] or empty),
+    read the whole response; the status code, or the error's name."""
+    try:
+        if not conn:
+            conn.extend(await asyncio.open_connection(host, port))
+        reader, writer = conn
+        writer.write(request)
+        status = (await reader.readline()).split(b" ", 2)[1].decode()
+        length, close = 0, False
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+            elif name.lower() == b"connection" and value.strip().lower() == b"close":
+                close = True
+        await reader.readexactly(length)
+    except (OSError, IndexError, asyncio.IncompleteReadError) as exc:
+        close, status = True, type(exc).__name__
+    if close and conn:
+        conn.pop(1).close()
+        conn.clear()
+    return status
+
+
 async def load(
-    url: str, texts: list[str], clients: int, seconds: float, backoff_s: float
+    url: str,
+    texts: list[str],
+    clients: int,
+    seconds: float,
+    backoff_s: float,
+    client_kind: str = "httpx",
 ) -> dict[str, Any]:
-    """Closed-loop clients; latencies by outcome, statuses counted."""
+    """Closed-loop clients; latencies by outcome, statuses counted. ``client_kind`` lean: raw
+    asyncio sockets with pre-encoded requests, ~10x less CPU per request than httpx, so a
+    generator on the server's own cores takes less of them."""
+    if client_kind == "lean":
+        return await _load_lean(url, texts, clients, seconds, backoff_s)
     import httpx
 
     ok: list[float] = []
@@ -74,6 +122,45 @@ async def load(
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(clients)))
         elapsed = time.perf_counter() - t0
+    return _summary(clients, elapsed, ok, busy, other)
+
+
+async def _load_lean(
+    url: str, texts: list[str], clients: int, seconds: float, backoff_s: float
+) -> dict[str, Any]:
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    requests = _request_bytes(url, texts)
+    ok: list[float] = []
+    busy: list[float] = []
+    other: dict[str, int] = {}
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        conn: list[Any] = []
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            status = await _lean_call(conn, host, int(port), rng.choice(requests))
+            took = time.perf_counter() - t0
+            if status == "200":
+                ok.append(took)
+                continue
+            if status == "503":
+                busy.append(took)
+            else:
+                other[status] = other.get(status, 0) + 1
+            await asyncio.sleep(backoff_s)
+        if conn:
+            conn[1].close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    return _summary(clients, time.perf_counter() - t0, ok, busy, other)
+
+
+def _summary(
+    clients: int, elapsed: float, ok: list[float], busy: list[float], other: dict[str, int]
+) -> dict[str, Any]:
     return {
         "clients": clients,
         "ok_req_s": round(len(ok) / elapsed, 1),
@@ -125,10 +212,10 @@ def replica_rss_mb(root_pid: int) -> float:
 
 def overload(args: argparse.Namespace, url: str, texts: list[str]) -> dict[str, Any]:
     backoff = args.backoff_ms / 1000
-    asyncio.run(load(url, texts, args.clients, 5, backoff))  # warm-up
+    asyncio.run(load(url, texts, args.clients, 5, backoff, args.client))  # warm-up
     out = {}
     for name, clients in (("sustained", args.clients), ("overload", args.clients * args.factor)):
-        r = asyncio.run(load(url, texts, clients, args.seconds, backoff))
+        r = asyncio.run(load(url, texts, clients, args.seconds, backoff, args.client))
         print(f"{name:9s} {json.dumps(r)}", flush=True)
         out[name] = r
     return out
@@ -200,6 +287,12 @@ def main() -> None:
     ap.add_argument("--backoff-ms", type=float, default=100)
     ap.add_argument("--max-ongoing", type=int, default=32)
     ap.add_argument("--max-queued", type=int, default=32)
+    ap.add_argument(
+        "--client",
+        choices=["httpx", "lean"],
+        default="httpx",
+        help="Load generator: httpx, or raw asyncio sockets (lean: far less CPU per request).",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     texts = load_texts(args)
