@@ -9,6 +9,8 @@ the 200s, 503s (and how fast they came back), any other status. A client that ge
 ``--backoff-ms`` before its next request, as a client honouring "retry shortly" would (without
 it, 503s come back so fast that the load generator itself takes the 2 cores).
 The queue bound under test: ``serve.max_ongoing_requests`` + ``serve.max_queued_requests``.
+``--client lean`` drives the load with raw asyncio sockets instead of httpx: on the server's
+own 2 cores 160 httpx clients take a whole core themselves (RESULTS.md), the lean ones ~7%.
 
 soak: ``--clients`` steady closed-loop clients for ``--minutes``; the model replica's resident
 memory every 10 s. Flat when the last sample is within 10% of the first (taken after warm-up).
