@@ -48,7 +48,8 @@ pytest: install
 
 test: lint typecheck pytest
 
-# Also the heavy fault/cluster chains (tests marked `full`; ~30 min more on 2 cores).
+# Also the heavy fault/cluster chains (tests marked `full`; 11.5 min more on a quiet 2-core VM,
+# ~30 on a loaded or slower one).
 test-full: lint typecheck
 	STEAM_RAY_FULL=1 $(BIN)/pytest tests
 

@@ -30,7 +30,8 @@ NODE_CPUS = 2
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The ``full`` tier (autoscaling GKE chain, killed nodes/drivers, two-host job submit)
-    runs with STEAM_RAY_FULL=1: together ~30 min on a 2-core box, past CI's budget."""
+    runs with STEAM_RAY_FULL=1: 11.5 min on a quiet 2-core VM, ~30 on a loaded one; CI's box
+    ran the rest 2.6x slower than a quiet VM (66 vs 25.5 min), so together they risk its 90."""
     if os.environ.get("STEAM_RAY_FULL") == "1":
         return
     skip = pytest.mark.skip(reason="full tier: set STEAM_RAY_FULL=1 (make test-full)")
