@@ -50,8 +50,8 @@ def load_test_split(data: str) -> tuple[list[str], list[int]]:
 
 
 def checkpoint_path(ref: str, registry: str | None = None) -> tuple[str, float | None]:
-    """A checkpoint dir and the threshold it is served with (None: not evaluated, 0.5), from a
-    dir, a train/tune output, a registry ref, or a quickstart summary.json."""
+    """A checkpoint dir and the threshold it is served with (a summary.json without one: None;
+    a plain dir: 0.5), from a dir, a train/tune output, a registry ref, or a summary.json."""
     path = Path(ref)
     if path.is_file() and path.suffix == ".json":
         summary = json.loads(path.read_text())

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,29 +56,40 @@ def _request_bytes(url: str, texts: list[str]) -> list[bytes]:
     return out
 
 
-async def _lean_call(conn: list[Any], host: str, port: int, request: bytes) -> str:
-    """Send one request on the kept-alive connection ``conn`` ([reader, writer] or empty),
-    read the whole response; the status code, or the error's name."""
-    try:
-        if not conn:
-            conn.extend(await asyncio.open_connection(host, port))
-        reader, writer = conn
-        writer.write(request)
-        status = (await reader.readline()).split(b" ", 2)[1].decode()
-        length, close = 0, False
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-            elif name.lower() == b"connection" and value.strip().lower() == b"close":
-                close = True
-        await reader.readexactly(length)
-    except (OSError, IndexError, asyncio.IncompleteReadError) as exc:
-        close, status = True, type(exc).__name__
-    if close and conn:
-        conn.pop(1).close()
-        conn.clear()
-    return status
+class _LeanConnection:
+    """One kept-alive HTTP/1.1 connection of the lean client: raw asyncio streams."""
+
+    def __init__(self, host: str, port: int, requests: list[bytes]) -> None:
+        self.host, self.port, self.requests = host, port, requests
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def __call__(self, rng: random.Random) -> str:
+        """Send one of ``requests``, read the whole response: its status, or the error's name."""
+        request = rng.choice(self.requests)
+        try:
+            if self.streams is None:
+                self.streams = await asyncio.open_connection(self.host, self.port)
+            reader, writer = self.streams
+            writer.write(request)
+            status = (await reader.readline()).split(b" ", 2)[1].decode()
+            length, close = 0, False
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+                elif name.lower() == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            await reader.readexactly(length)
+        except (OSError, IndexError, asyncio.IncompleteReadError) as exc:
+            close, status = True, type(exc).__name__
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
 
 
 async def load(
@@ -92,57 +104,44 @@ async def load(
     asyncio sockets with pre-encoded requests, ~10x less CPU per request than httpx, so a
     generator on the server's own cores takes less of them."""
     if client_kind == "lean":
-        return await _load_lean(url, texts, clients, seconds, backoff_s)
+        host, port = url.split("://", 1)[1].rsplit(":", 1)
+        requests = _request_bytes(url, texts)
+        conns = [_LeanConnection(host, int(port), requests) for _ in range(clients)]
+        try:
+            return await _closed_loop(list(conns), seconds, backoff_s)
+        finally:
+            for c in conns:
+                c.close()
     import httpx
 
-    ok: list[float] = []
-    busy: list[float] = []
-    other: dict[str, int] = {}
-    stop_at = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
 
-        async def worker(seed: int) -> None:
-            rng = random.Random(seed)
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(f"{url}/predict", json={"reviews": [rng.choice(texts)]})
-                    status = str(r.status_code)
-                except httpx.HTTPError as exc:
-                    status = type(exc).__name__
-                took = time.perf_counter() - t0
-                if status == "200":
-                    ok.append(took)
-                elif status == "503":
-                    busy.append(took)
-                    await asyncio.sleep(backoff_s)
-                else:
-                    other[status] = other.get(status, 0) + 1
-                    await asyncio.sleep(backoff_s)
+        async def post(rng: random.Random) -> str:
+            try:
+                r = await client.post(f"{url}/predict", json={"reviews": [rng.choice(texts)]})
+                return str(r.status_code)
+            except httpx.HTTPError as exc:
+                return type(exc).__name__
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(clients)))
-        elapsed = time.perf_counter() - t0
-    return _summary(clients, elapsed, ok, busy, other)
+        return await _closed_loop([post] * clients, seconds, backoff_s)
 
 
-async def _load_lean(
-    url: str, texts: list[str], clients: int, seconds: float, backoff_s: float
+async def _closed_loop(
+    calls: list[Callable[[random.Random], Awaitable[str]]], seconds: float, backoff_s: float
 ) -> dict[str, Any]:
-    host, port = url.split("://", 1)[1].rsplit(":", 1)
-    requests = _request_bytes(url, texts)
+    """One worker per call: send, wait for the answer, again; after a non-200, wait
+    ``backoff_s`` first (a client honouring "retry shortly")."""
     ok: list[float] = []
     busy: list[float] = []
     other: dict[str, int] = {}
     stop_at = time.perf_counter() + seconds
 
-    async def worker(seed: int) -> None:
+    async def worker(seed: int, call: Callable[[random.Random], Awaitable[str]]) -> None:
         rng = random.Random(seed)
-        conn: list[Any] = []
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
-            status = await _lean_call(conn, host, int(port), rng.choice(requests))
+            status = await call(rng)
             took = time.perf_counter() - t0
             if status == "200":
                 ok.append(took)
@@ -152,12 +151,10 @@ async def _load_lean(
             else:
                 other[status] = other.get(status, 0) + 1
             await asyncio.sleep(backoff_s)
-        if conn:
-            conn[1].close()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(clients)))
-    return _summary(clients, time.perf_counter() - t0, ok, busy, other)
+    await asyncio.gather(*(worker(i, call) for i, call in enumerate(calls)))
+    return _summary(len(calls), time.perf_counter() - t0, ok, busy, other)
 
 
 def _summary(
