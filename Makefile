@@ -48,8 +48,7 @@ pytest: install
 
 test: lint typecheck pytest
 
-# Also the heavy fault/cluster chains (tests marked `full`; 11.5 min more on a quiet 2-core VM,
-# ~30 on a loaded or slower one).
+# Also the heavier fault chains (tests marked `full`; ~7 min more on a quiet 2-core VM).
 test-full: lint typecheck
 	STEAM_RAY_FULL=1 $(BIN)/pytest tests
 

@@ -11,7 +11,10 @@ started here because, on Ray 2.60 (see the GKE issue):
   Ray on the machine (the test session's shared cluster too); this head is stopped by its
   process tree instead;
 * a head on a port other than 6379 needs ``gcs_address`` in the provider config, or the fake
-  nodes never join.
+  nodes never join;
+* the fake provider leaves its nodes "uninitialized", so a node that died was never replaced:
+  the provider is ``tests/fake_provider.py``'s subclass, which reports them up to date as
+  KubeRay's does (the head's ``PYTHONPATH`` holds ``tests/`` for the autoscaler to import it).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def autoscaler_config(
         "idle_timeout_minutes": idle_timeout_s / 60,
         "upscaling_speed": 1.0,
         "provider": {
-            "type": "fake_multinode",
+            "type": "external",
+            "module": "fake_provider.UpToDateFakeProvider",
             "gcs_address": gcs_address,
             "use_node_id_as_ip": True,
             "disable_launch_config_check": True,
@@ -148,8 +152,13 @@ def start(
     token = rp.new_token()
     env = rp.base_env(token)
     env.update(extra_env or {})
-    # The fake provider refuses to run without RAY_FAKE_CLUSTER; 1 s autoscaler ticks.
-    env.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1")
+    # The fake provider refuses to run without RAY_FAKE_CLUSTER; 1 s autoscaler ticks. A node
+    # silent for 30 s (Ray's default) is replaced: shorter risked busy nodes on 2 cores.
+    env.update(
+        RAY_FAKE_CLUSTER="1",
+        AUTOSCALER_UPDATE_INTERVAL_S="1",
+        PYTHONPATH=str(Path(__file__).parent),
+    )
     temp = Path(tempfile.mkdtemp(prefix="sra", dir="/tmp"))  # short: Ray's unix sockets
     port, dash = rp.free_port(), rp.free_port()
     gcs = f"127.0.0.1:{port}"

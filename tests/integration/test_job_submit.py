@@ -99,6 +99,9 @@ def test_job_entrypoint_refuses_local_output_on_two_nodes(
 # --- a local head with token auth ---------------------------------------------------------------
 
 
+# Full tier: the GKE chain (test_gke_local.py, in `make test`) submits the same jobs with a
+# token to an autoscaling head; this one-node, local-disk variant adds 94 s for little more.
+@pytest.mark.full
 def test_job_submit_local_head_with_token(tmp_path: Path) -> None:
     token = rp.new_token()
     env = rp.base_env(token)
