@@ -131,19 +131,22 @@ def test_prepare_on_workers_scaled_from_zero(chain: Chain, tmp_path: Path) -> No
 
 
 def test_sweep_on_the_autoscaling_cluster_registers_its_best(chain: Chain) -> None:
-    """2 short ASHA trials, no --max-concurrent (sized from what the cluster can grow to):
-    every trial ends, the job succeeds (it failed with a bare [Errno 2] once the trials had
-    finished), the best is registered, and a stopped trial's TensorBoard files are on GCS.
+    """4 short ASHA trials, no --max-concurrent (sized from what the cluster can grow to, 0
+    CPUs at submit): every trial ends, the job succeeds (it failed with a bare [Errno 2] once
+    the trials had finished), the best is registered, and a stopped trial's TensorBoard files
+    are on GCS.
 
-    Two, not more: each trial brings ~6 Ray processes (trial, Train controller, worker, data
-    split coordinator, W&B...); with 3-4 at once on 2 cores, worker start-up slowed into a
-    storm of restarted workers (load ~110) and a sweep that never finished."""
+    Two at a time: ``tune.reserve_cpus=2`` keeps 2 of the cluster's 4 CPUs out of the sizing.
+    Each trial brings ~6 Ray processes (trial, Train controller, worker, data split
+    coordinator, W&B...); with 3-4 at once on 2 real cores, worker start-up slowed into a storm
+    of restarted workers (load ~110) and a sweep that never finished."""
     args = _entrypoint("rayjob-tune.yaml", drop=("--max-concurrent", "--num-samples"))
-    args += ["--num-samples", "2", "--model", chain.model, "--no-gpu", "--num-workers", "1"]
+    args += ["--num-samples", "4", "--model", chain.model, "--no-gpu", "--num-workers", "1"]
     args += ["--cpus-per-worker", "1", "--max-steps", "4", "--eval-every-steps", "2"]
+    args += ["--set", "tune.reserve_cpus=2"]
     _submit(chain, args, "tune", timeout=1200)
     result = storage.read_json(f"gs://{BUCKET}/tune/result.json")
-    assert len(result["trials"]) == 2
+    assert len(result["trials"]) == 4 and result["max_concurrent"] == 2  # (4 - 2) / 1 CPU
     assert all(t["status"] == "TERMINATED" for t in result["trials"]), result["trials"]
     assert result["registered"] is not None and result["best_checkpoint"].startswith("gs://")
     best = storage.read_json(f"gs://{BUCKET}/registry/steam-sentiment/best.json")
