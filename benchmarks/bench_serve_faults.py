@@ -8,7 +8,8 @@ request), then ``--factor`` x as many clients. Reported per phase: answered req/
 the 200s, 503s (and how fast they came back), any other status. A client that gets a 503 waits
 ``--backoff-ms`` before its next request, as a client honouring "retry shortly" would (without
 it, 503s come back so fast that the load generator itself takes the 2 cores).
-The queue bound under test: ``serve.max_ongoing_requests`` + ``serve.max_queued_requests``.
+The queue bound under test: ``serve.max_ongoing_requests`` + ``serve.max_queued_requests``,
+and the ingress's admission control in front of it (``--no-admission`` for the baseline).
 ``--client lean`` drives the load with raw asyncio sockets instead of httpx: on the server's
 own 2 cores 160 httpx clients take a whole core themselves (RESULTS.md), the lean ones ~7%.
 
@@ -180,6 +181,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str
             "num_cpus": 1.0,
             "max_ongoing_requests": args.max_ongoing,
             "max_queued_requests": args.max_queued,
+            "admission_control": not args.no_admission,
         }
     }
     cfg_file = Path(tempfile.mkdtemp()) / "serve.yaml"
@@ -286,6 +288,11 @@ def main() -> None:
     ap.add_argument("--backoff-ms", type=float, default=100)
     ap.add_argument("--max-ongoing", type=int, default=32)
     ap.add_argument("--max-queued", type=int, default=32)
+    ap.add_argument(
+        "--no-admission",
+        action="store_true",
+        help="serve.admission_control off: the baseline, excess requests wait in Serve's router",
+    )
     ap.add_argument(
         "--client",
         choices=["httpx", "lean"],

@@ -423,6 +423,12 @@ class ServeConfig(_Section):
     # Requests waiting for a model replica beyond max_ongoing_requests; past this the ingress
     # answers a fast 503 instead of queueing without bound (-1: unbounded, Serve's default).
     max_queued_requests: int = Field(256, ge=-1)
+    # The ingress admits at most max_ongoing_requests x running model replicas at once and
+    # answers the rest 503 at once, so none waits in Serve's router, whose retry backoff left
+    # the model idle under overload (steam_ray.serve.admission). The count is refreshed every
+    # admission_refresh_s as replicas autoscale.
+    admission_control: bool = True
+    admission_refresh_s: float = Field(2.0, gt=0)
     autoscaling: AutoscalingSection = Field(default_factory=AutoscalingSection)
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)

@@ -533,6 +533,38 @@ def test_overload_gets_fast_503s_and_no_500(served: Any) -> None:
         serve.delete("busy")
 
 
+def _burst(url: str, n: int) -> list[httpx.Response]:
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda i: post(url, {"reviews": ["x"]}), range(n)))
+
+
+def test_admission_rejects_what_the_replicas_cannot_hold_before_serves_queue(
+    served: Any,
+) -> None:
+    """A queue of 256 that Serve's router would fill (and retry with backoff, leaving the model
+    idle): with admission control the ingress lets through only max_ongoing_requests x 1
+    replica and answers the rest 503 with Retry-After; without it every request waits."""
+    from ray import serve
+
+    burst = 16
+    for admission in (True, False):
+        update = {"max_ongoing_requests": 2, "admission_control": admission}
+        cfg = served["cfg"].model_copy(update=update)
+        base = _stand_in_app("admit", cfg, fail=False, delay_s=0.5)
+        try:
+            rs = _burst(f"{base}/predict", burst)
+        finally:
+            serve.delete("admit")
+        codes = [r.status_code for r in rs]
+        if not admission:  # Serve's own queue (256) holds them all
+            assert codes == [200] * burst, codes
+            continue
+        busy = [r for r in rs if r.status_code == 503]
+        assert set(codes) == {200, 503} and len(busy) >= burst // 2, codes
+        assert all(r.headers.get("retry-after") == "1" for r in busy)
+        assert all("at capacity" in r.json()["detail"] for r in busy)
+
+
 PROMETHEUS = shutil.which("prometheus")
 
 
