@@ -294,6 +294,11 @@ def main() -> None:
     ap.add_argument("--max-batch-size", type=int, default=32)
     ap.add_argument("--batch-wait-ms", type=float, default=5.0)
     ap.add_argument(
+        "--single",
+        action="store_true",
+        help="serve.single_deployment: routes and model in one deployment (one hop fewer)",
+    )
+    ap.add_argument(
         "--only",
         default="serve,serve-classic,plain,ceiling",
         help="Contenders, comma-separated, from: serve, serve-classic, "
@@ -320,6 +325,7 @@ def main() -> None:
             "batch_wait_timeout_s": args.batch_wait_ms / 1000,
             "max_ongoing_requests": 256,
             "autoscaling": {"min_replicas": args.replicas, "max_replicas": args.replicas},
+            "single_deployment": args.single,
         }
     }
     contenders: list[tuple[str, list[str], int, dict[str, str]]] = []

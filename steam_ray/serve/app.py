@@ -6,10 +6,12 @@ CLI, ``serve build`` YAML and a KubeRay RayService all build the same app from t
 
 import asyncio
 import collections
+import inspect
 import logging
 import time
+from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -216,21 +218,50 @@ def _overloaded() -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
 
+class _LocalCall:
+    """A method of the model held in this replica, called like a DeploymentHandle's."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def remote(self, *args: Any) -> asyncio.Future[Any]:
+        async def call() -> Any:
+            out = self.fn(*args)
+            return await out if inspect.isawaitable(out) else out
+
+        return asyncio.ensure_future(call())
+
+
+class _LocalModel:
+    """``serve.single_deployment``: the model lives in the ingress replica, one actor hop
+    (serialization, an RPC, the model replica's event loop) fewer per request."""
+
+    def __init__(self, source: dict[str, Any], config: dict[str, Any]) -> None:
+        model = cast(Any, SentimentModel).func_or_class(source, config)
+        self.predict = _LocalCall(model.predict)
+        self.model_info = _LocalCall(model.model_info)
+
+
 @serve.deployment(name=INGRESS_DEPLOYMENT)
 @serve.ingress(api)
 class Ingress:
-    """HTTP: validates requests, forwards the good ones to the model deployment."""
+    """HTTP: validates requests, forwards the good ones to the model deployment (or, given a
+    model source instead of a handle, to the model held in this replica)."""
 
-    def __init__(self, model: DeploymentHandle[Any], config: dict[str, Any]) -> None:
-        self.model = model
+    def __init__(
+        self, model: DeploymentHandle[Any] | dict[str, Any], config: dict[str, Any]
+    ) -> None:
         self.cfg = ServeConfig.model_validate(config)
-        self.admission = Admission(self.cfg.max_ongoing_requests, self.cfg.ingress_replicas)
+        self.single = isinstance(model, dict)
+        self.model = _LocalModel(model, config) if isinstance(model, dict) else model
+        share = 1 if self.single else self.cfg.ingress_replicas
+        self.admission = Admission(self.cfg.max_ongoing_requests, share)
         self._tracker: asyncio.Task[None] | None = None
 
     def _admit(self) -> bool:
         if not self.cfg.admission_control:
             return True
-        if self._tracker is None:  # started here: __init__ may run outside the event loop
+        if self._tracker is None and not self.single:  # not in __init__: no event loop yet
             app = serve.get_replica_context().app_name
             every = self.cfg.admission_refresh_s
             track = track_replicas(self.admission, app, MODEL_DEPLOYMENT, every)
@@ -328,6 +359,14 @@ def deployment_options(cfg: ServeConfig) -> dict[str, dict[str, Any]]:
             "downscale_delay_s": scale.downscale_delay_s,
             "look_back_period_s": scale.look_back_period_s,
         }
+    if cfg.single_deployment:  # one deployment: the model's resources and scaling
+        # Serve takes in as many requests as an ingress would; admission control, not Serve's
+        # queue (whose retry backoff idles the model), holds the model to max_ongoing_requests.
+        http = {
+            "max_ongoing_requests": cfg.ingress_max_ongoing_requests,
+            "max_queued_requests": cfg.ingress_max_queued_requests,
+        }
+        return {INGRESS_DEPLOYMENT: {**model, **http}}
     ingress: dict[str, Any] = {
         "num_replicas": cfg.ingress_replicas,
         "max_ongoing_requests": cfg.ingress_max_ongoing_requests,
@@ -351,7 +390,10 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     config = cfg.model_dump(mode="json")
     # @serve.deployment turns the classes into Deployments; mypy still sees the classes.
     model_dep: Any = SentimentModel
-    ingress_dep: Any = Ingress
+    ingress = cast(Any, Ingress).options(**opts[INGRESS_DEPLOYMENT])
+    if cfg.single_deployment:  # the ingress loads the model itself from the source
+        app: serve.Application = ingress.bind(source, config)
+        return app
     model = model_dep.options(**opts[MODEL_DEPLOYMENT]).bind(source, config)
-    app: serve.Application = ingress_dep.options(**opts[INGRESS_DEPLOYMENT]).bind(model, config)
+    app = ingress.bind(model, config)
     return app

@@ -113,6 +113,32 @@ def test_predict_contract_in_input_order(served: Any, checkpoints: list[Path]) -
     assert body["model_version"] == info["version"]
 
 
+def test_single_deployment_serves_the_same_scores_in_one_deployment(served: Any) -> None:
+    """serve.single_deployment: routes and model in one deployment (one hop fewer), the same
+    answers as the two-deployment app, and admission still bounds what it takes in."""
+    from ray import serve
+
+    from steam_ray.serve.app import INGRESS_DEPLOYMENT, build_app
+
+    cfg = served["cfg"].model_copy(update={"single_deployment": True, "max_ongoing_requests": 2})
+    args = {"source": served["source"].to_dict(), "config": cfg.model_dump(mode="json")}
+    serve.run(build_app(args), name="single", route_prefix="/single")
+    try:
+        deployments = serve.status().applications["single"].deployments
+        assert set(deployments) == {INGRESS_DEPLOYMENT}, deployments
+        one = post(f"{served['url']}/single/predict", {"reviews": REVIEWS})
+        two = post(f"{served['url']}/predict", {"reviews": REVIEWS})
+        assert one.status_code == 200 and two.status_code == 200, (one.text, two.text)
+        scores = [p["score"] for p in one.json()["predictions"]]
+        assert scores == pytest.approx([p["score"] for p in two.json()["predictions"]], abs=1e-5)
+        info = httpx.get(f"{served['url']}/single/v1/model", timeout=30)
+        assert info.status_code == 200 and info.json()["version"] == one.json()["model_version"]
+        codes = {r.status_code for r in _burst(f"{served['url']}/single/predict", 16)}
+        assert codes == {200, 503}, codes  # 2 in flight per replica at most
+    finally:
+        serve.delete("single")
+
+
 def test_prediction_log_records_what_was_served(served: Any) -> None:
     import pyarrow.dataset as pads
 

@@ -190,6 +190,28 @@ def test_queue_bounds_reach_serve_as_options_it_accepts() -> None:
         ServeConfig(max_queued_requests=0)
 
 
+def test_single_deployment_has_the_models_resources_and_the_ingress_limits() -> None:
+    """One deployment: the model's CPUs/GPUs and autoscaling, but Serve lets in what an
+    ingress would, so admission control (not Serve's retrying queue) holds the model."""
+    from ray.serve._private.config import DeploymentConfig
+
+    from steam_ray.serve.app import INGRESS_DEPLOYMENT, deployment_options
+
+    cfg = ServeConfig(
+        single_deployment=True,
+        num_cpus=2,
+        max_ongoing_requests=8,
+        ingress_max_ongoing_requests=99,
+        autoscaling={"min_replicas": 1, "max_replicas": 3},
+    )
+    opts = deployment_options(cfg)
+    assert set(opts) == {INGRESS_DEPLOYMENT}
+    (only,) = opts.values()
+    assert only["ray_actor_options"]["num_cpus"] == 2 and "autoscaling_config" in only
+    assert only["max_ongoing_requests"] == 99
+    DeploymentConfig(max_ongoing_requests=99, max_queued_requests=only["max_queued_requests"])
+
+
 def test_high_throughput_env_only_for_a_ray_serve_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     from steam_ray.serve import run
 
