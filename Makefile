@@ -48,7 +48,7 @@ pytest: install
 
 test: lint typecheck pytest
 
-# Also the heavier fault chains (tests marked `full`; ~7 min more on a quiet 2-core VM).
+# Also the heavier fault chains (tests marked `full`; 6 min more on a quiet 2-core VM).
 test-full: lint typecheck
 	STEAM_RAY_FULL=1 $(BIN)/pytest tests
 

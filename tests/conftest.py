@@ -30,7 +30,7 @@ NODE_CPUS = 2
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The ``full`` tier (killed Tune driver / Train worker, job submit on two hosts and on one
-    local head) runs with STEAM_RAY_FULL=1: ~7 min more on a quiet 2-core VM. The GKE chain
+    local head) runs with STEAM_RAY_FULL=1: 6 min more on a quiet 2-core VM. The GKE chain
     (8.5 min) is in the default run; CI's 90 minutes have to hold it on a slower box."""
     if os.environ.get("STEAM_RAY_FULL") == "1":
         return
