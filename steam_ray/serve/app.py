@@ -173,7 +173,7 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        status = 500  # what Starlette answers if the app raises before a response starts
+        status = 500  # replaced by the response's own status once it starts
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -183,8 +183,11 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, send_status)
-        finally:  # an exception from a route is answered 500 outside this middleware
-            _record(scope, status, t0)
+        except Exception:  # a route raised: Starlette answers 500 outside this middleware
+            _record(scope, 500, t0)
+            raise
+        # Not in a `finally`: a request cancelled by its client's disconnect is no 500.
+        _record(scope, status, t0)
 
 
 api.add_middleware(RequestMetrics)
@@ -259,8 +262,6 @@ class Ingress:
         self._tracker: asyncio.Task[None] | None = None
 
     def _admit(self) -> bool:
-        if not self.cfg.admission_control:
-            return True
         if self._tracker is None and not self.single:  # not in __init__: no event loop yet
             app = serve.get_replica_context().app_name
             every = self.cfg.admission_refresh_s
@@ -276,13 +277,14 @@ class Ingress:
         summary="Sentiment of each review, in input order",
     )
     async def predict(self, request: Request) -> Response:
+        if not self.cfg.admission_control:
+            return await self._predict(request)
         if not self._admit():  # before the body is read: a rejection costs next to nothing
             return _overloaded()
         try:
             return await self._predict(request)
         finally:
-            if self.cfg.admission_control:
-                self.admission.leave()
+            self.admission.leave()
 
     async def _predict(self, request: Request) -> Response:
         declared = request.headers.get("content-length", "")
