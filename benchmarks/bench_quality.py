@@ -98,8 +98,15 @@ def main() -> None:
     ap.add_argument("--registry", help="Registry root for best / NAME:VERSION refs.")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="Also write the accuracies to this file.")
+    ap.add_argument(
+        "--threshold",
+        type=float,
+        help="Label at this threshold too (e.g. the one `steam-ray evaluate` tuned on val, in "
+        "its metrics.json), for a checkpoint that is not a registry version.",
+    )
     args = ap.parse_args()
     ckpt, served = checkpoint_path(args.checkpoint, args.registry)
+    served = args.threshold if args.threshold is not None else served
     # Both: 0.5, and the threshold serve/predict label with (the version's, tuned on val).
     thresholds = {"0.5": 0.5, **({f"{served:g}": served} if served is not None else {})}
     scored = score_all(ckpt, args.data, args.threads)
