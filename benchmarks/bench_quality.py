@@ -91,6 +91,13 @@ def accuracies(scored: dict[str, tuple[list[float], list[int]]], t: float) -> di
     return out
 
 
+def label_thresholds(served: float | None, given: float | None = None) -> dict[str, float]:
+    """0.5, and the threshold serve/predict label with (the version's, tuned on val), or
+    ``given`` (--threshold) in its place."""
+    other = given if given is not None else served
+    return {"0.5": 0.5, **({f"{other:g}": other} if other is not None else {})}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="Checkpoint dir, run output, summary.json")
@@ -106,9 +113,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     ckpt, served = checkpoint_path(args.checkpoint, args.registry)
-    served = args.threshold if args.threshold is not None else served
-    # Both: 0.5, and the threshold serve/predict label with (the version's, tuned on val).
-    thresholds = {"0.5": 0.5, **({f"{served:g}": served} if served is not None else {})}
+    thresholds = label_thresholds(served, args.threshold)
     scored = score_all(ckpt, args.data, args.threads)
     results = {name: accuracies(scored, t) for name, t in thresholds.items()}
     print(f"checkpoint: {ckpt}")

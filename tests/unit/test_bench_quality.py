@@ -39,3 +39,10 @@ def test_accuracy_uses_the_threshold_and_mean_excludes_the_sample() -> None:
     }
     assert at_tuned["films"] == 1.0 and at_tuned["products"] == 0.5
     assert at_tuned["heldout_mean"] == 0.75
+
+
+def test_threshold_flag_replaces_the_served_one() -> None:
+    assert bench_quality.label_thresholds(None) == {"0.5": 0.5}
+    assert bench_quality.label_thresholds(0.4428) == {"0.5": 0.5, "0.4428": 0.4428}
+    assert bench_quality.label_thresholds(0.4428, 0.659) == {"0.5": 0.5, "0.659": 0.659}
+    assert bench_quality.label_thresholds(None, 0.659) == {"0.5": 0.5, "0.659": 0.659}
