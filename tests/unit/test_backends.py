@@ -10,6 +10,7 @@ miscalibrated graph scores near chance on both.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,13 @@ from scipy.stats import spearmanr
 from serve_fixtures import make_checkpoint, make_fitted_checkpoint, sample_reviews
 
 from steam_ray.errors import ConfigError
-from steam_ray.serve.backends import BACKENDS, ONNX_FILES, Predictor
+from steam_ray.serve.backends import (
+    BACKENDS,
+    ONNX_FILES,
+    Predictor,
+    ffn_outputs_kept_fp32,
+    onnx_path,
+)
 
 INT8 = [b for b in BACKENDS if "int8" in b]
 
@@ -65,3 +72,31 @@ def test_static_int8_needs_the_checkpoints_training_data(minilm_path: str, tmp_p
     ck = make_checkpoint(tmp_path / "ck", minilm_path, seed=1)  # its steam_ray.json: no data
     with pytest.raises(ConfigError, match="onnx-int8-static calibrates on the checkpoint"):
         Predictor(str(ck), backend="onnx-int8-static", cache_dir=str(tmp_path / "onnx"))
+
+
+def test_mixed_int8_keeps_the_lower_half_ffn_outputs_in_fp32(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """MiniLM (6 layers, BERT names) keeps layers 0-2's; a 4-layer DistilBERT (its own names,
+    random weights: no hub here) keeps layers 0-1's, so the cluster's model gets the same rule."""
+    import onnx
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    _scores(world, "onnx-int8-mixed")  # builds (or reuses) the cached graph
+    folder = next(Path(world["cache"]).glob(f"*/{ONNX_FILES['onnx-int8-mixed']}")).parent
+    kept = ffn_outputs_kept_fp32(folder / ONNX_FILES["onnx"])
+    assert [re.search(r"layer\.(\d+)/output/dense/MatMul$", n) is not None for n in kept] == [
+        True
+    ] * 3, kept
+    quantized = onnx.load(str(folder / ONNX_FILES["onnx-int8-mixed"])).graph.node
+    fp32_matmuls = {n.name for n in quantized if n.op_type == "MatMul"}
+    assert set(kept) <= fp32_matmuls  # left as float MatMuls, not MatMulInteger
+
+    cfg = DistilBertConfig(vocab_size=64, dim=32, n_layers=4, n_heads=2, hidden_dim=64)
+    DistilBertForSequenceClassification(cfg).save_pretrained(tmp_path / "distil")
+    fp32 = onnx_path(str(tmp_path / "distil"), "onnx", str(tmp_path / "onnx"))
+    kept = ffn_outputs_kept_fp32(fp32)
+    assert [n.split("/")[-4:] for n in kept] == [
+        ["layer.0", "ffn", "lin2", "MatMul"],
+        ["layer.1", "ffn", "lin2", "MatMul"],
+    ]
