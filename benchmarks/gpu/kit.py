@@ -66,6 +66,8 @@ FIGURE_KEYS = (
     "serve_p99_ms",
     "serve_errors",
     "serve_requests",
+    "serve_device",
+    "serve_backend",
 )
 
 
@@ -248,6 +250,7 @@ def serve_load(args: argparse.Namespace) -> None:
     (bench_serve.py's load generator); the figures to ``--json``."""
     sys.path.insert(0, str(BENCH))
     import bench_serve
+    import httpx
     import yaml
 
     texts = bench_serve.load_texts(argparse.Namespace(synth=False, data=args.data))
@@ -269,6 +272,9 @@ def serve_load(args: argparse.Namespace) -> None:
             raise RuntimeError(f"every warm-up request failed ({warm['errors']} errors)")
         result = asyncio.run(bench_serve.closed_loop(url, texts, args.clients, args.seconds))
         result.update(clients=args.clients, seconds=args.seconds, warmup=warm)
+        # What the replicas actually run (device, backend, threads): the first thing to read
+        # when the req/s looks like a CPU's.
+        result["model"] = httpx.get(f"{url}/v1/model", timeout=30).json()
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"serve: {result['req_s']:.1f} req/s, p99 {result['p99_ms']:.0f} ms", flush=True)
     finally:
@@ -409,6 +415,8 @@ def serve_figures(work: Path) -> dict[str, Any]:
         "serve_p99_ms": _round(r.get("p99_ms"), 1),
         "serve_errors": r.get("errors"),
         "serve_requests": r.get("requests"),
+        "serve_device": (r.get("model") or {}).get("device"),
+        "serve_backend": (r.get("model") or {}).get("backend"),
     }
 
 
@@ -493,7 +501,8 @@ def print_table(result: dict[str, Any]) -> None:
     print(
         f"  serve    {show(f['serve_req_s'])} req/s, p50 {show(f['serve_p50_ms'])} ms, "
         f"p99 {show(f['serve_p99_ms'])} ms, {show(f['serve_errors'])} errors of "
-        f"{show(f['serve_requests'])} requests"
+        f"{show(f['serve_requests'])} requests, on {show(f['serve_device'])} "
+        f"({show(f['serve_backend'])})"
     )
 
 

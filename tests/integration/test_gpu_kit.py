@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from steam_ray.config import CPU_DEFAULT_BACKEND
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,6 +52,8 @@ def test_dry_run_reports_every_figure(tmp_path: Path) -> None:
     assert figures["train_samples_per_s"] > 0 and figures["serve_req_s"] > 0
     assert figures["sweep_trials_ok"] == figures["sweep_trials"] == 2
     assert figures["serve_errors"] == 0
+    # Read back from the running replicas' /v1/model: CPU, so the measured CPU default.
+    assert figures["serve_device"] == "cpu" and figures["serve_backend"] == CPU_DEFAULT_BACKEND
     assert (tmp_path / "out" / "gpu_kit_logs.tar.gz").stat().st_size > 0
     # What the table prints, so a reader of the log sees the figures too.
     assert "MFU n/a" in proc.stdout and "req/s" in proc.stdout
