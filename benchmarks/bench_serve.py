@@ -8,6 +8,8 @@ loop). Reviews are the test split's texts (a realistic length mix), or synthetic
 (benchmarks/synth.py) with ``--synth``. Contenders, one after the other in the same run:
 - serve: `steam-ray serve` (its own local Ray), the CPU default backend, dynamic batching,
   Serve's high-throughput mode (HAProxy ingress, RAY_SERVE_THROUGHPUT_OPTIMIZED): the default;
+- serve-single / serve-two: the same, forced to one deployment (routes + model) or to an
+  ingress in front of a model deployment, whatever ``--single`` and the default say;
 - serve-classic: the same with `serve.high_throughput: false` (Serve's Python proxy actor);
 - serve-classic-throughput: the proxy actor with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 only;
 - plain: one uvicorn process running plain transformers + torch fp32 once per request;
@@ -301,7 +303,7 @@ def main() -> None:
     ap.add_argument(
         "--only",
         default="serve,serve-classic,plain,ceiling",
-        help="Contenders, comma-separated, from: serve, serve-classic, "
+        help="Contenders, comma-separated, from: serve, serve-single, serve-two, serve-classic, "
         "serve-classic-throughput, plain, plain-backend, ceiling.",
     )
     ap.add_argument("--json", default=None)
@@ -330,8 +332,11 @@ def main() -> None:
     }
     contenders: list[tuple[str, list[str], int, dict[str, str]]] = []
 
-    def serve_contender(name: str, high_throughput: bool, env: dict[str, str]) -> None:
+    def serve_contender(
+        name: str, high_throughput: bool, env: dict[str, str], single: bool | None = None
+    ) -> None:
         cfg["serve"]["high_throughput"] = high_throughput
+        cfg["serve"]["single_deployment"] = args.single if single is None else single
         cfg_file = Path(tempfile.mkdtemp()) / "bench-serve.yaml"
         cfg_file.write_text(yaml.safe_dump(cfg))
         port = free_port()
@@ -341,6 +346,10 @@ def main() -> None:
 
     if "serve" in only:  # the default: Serve's high-throughput mode (HAProxy ingress)
         serve_contender("serve", True, {})
+    if "serve-single" in only:
+        serve_contender("serve-single", True, {}, single=True)
+    if "serve-two" in only:
+        serve_contender("serve-two", True, {}, single=False)
     if "serve-classic" in only:  # Serve's Python HTTP proxy actor
         serve_contender("serve-classic", False, {})
     if "serve-classic-throughput" in only:  # the proxy actor + RAY_SERVE_THROUGHPUT_OPTIMIZED
@@ -390,19 +399,25 @@ def main() -> None:
         if r.get("cpu_ms_per_request"):
             total = sum(r["cpu_ms_per_request"].values())
             print(f"  {name}: total {total:.1f}; {r['cpu_ms_per_request']}")
-    if "serve" in results and "plain" in results:
-        s, p = results["serve"], results["plain"]
-        print(
-            f"\nserve / plain: {s['req_s'] / p['req_s']:.2f}x req/s; "
-            f"p99 {s['p99_ms']:.0f} vs {p['p99_ms']:.0f} ms"
-        )
-    if "serve" in results and "ceiling" in results:
-        print(
-            f"serve reaches {results['serve']['req_s'] / results['ceiling']['req_s']:.0%} "
-            "of the model-only ceiling"
-        )
+    print_ratios(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def print_ratios(results: dict[str, Any]) -> None:
+    """Each Serve contender against the plain server and the model-only ceiling."""
+    plain, ceil = results.get("plain"), results.get("ceiling")
+    print()
+    for name, r in results.items():
+        if not name.startswith("serve"):
+            continue
+        if plain:
+            print(
+                f"{name} / plain: {r['req_s'] / plain['req_s']:.2f}x req/s; "
+                f"p99 {r['p99_ms']:.0f} vs {plain['p99_ms']:.0f} ms"
+            )
+        if ceil:
+            print(f"{name} reaches {r['req_s'] / ceil['req_s']:.0%} of the model-only ceiling")
 
 
 if __name__ == "__main__":
