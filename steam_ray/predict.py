@@ -66,13 +66,14 @@ class ScoreBatch:
         max_length: int = 256,
         skip_column: str | None = None,
     ) -> None:
-        from steam_ray.serve.backends import Predictor
+        from steam_ray.serve.backends import Predictor, resolve_backend
 
         self.text_column = text_column
         self.skip_column = skip_column
         self.predictor = Predictor(
             materialize(checkpoint),
-            backend=_backend(backend),
+            # A row's score must not depend on the file's order (which rows share a batch).
+            backend=resolve_backend(_backend(backend), device, batch_independent=True),
             device=device,
             threads=threads,
             max_length=max_length,

@@ -52,12 +52,15 @@ class _Runner(Protocol):
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
 
 
-def resolve_backend(backend: Backend, device: str) -> str:
+def resolve_backend(backend: Backend, device: str, batch_independent: bool = False) -> Backend:
+    """``auto``: torch (bf16/fp16) on GPU; on CPU the measured ``CPU_DEFAULT_BACKEND``, or
+    torch fp32 where a score must not depend on the reviews batched beside it (batch jobs:
+    evaluate, predict, monitor's reference), which dynamic int8's per-batch scales break."""
     if backend != "auto":
         if device == "cuda" and backend != "torch":
             raise ConfigError(f"backend {backend!r} is CPU-only; use torch on GPU replicas")
         return backend
-    return "torch" if device == "cuda" else CPU_DEFAULT_BACKEND
+    return "torch" if device == "cuda" or batch_independent else CPU_DEFAULT_BACKEND
 
 
 def weights_fingerprint(checkpoint: str) -> str:

@@ -37,7 +37,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> st
 
 @pytest.fixture(scope="module")
 def reference(checkpoint: str) -> Predictor:
-    return Predictor(checkpoint, threads=1)
+    # What predict's "auto" is on CPU: fp32, so a row's score is its own (not its batch's).
+    return Predictor(checkpoint, backend="torch", threads=1)
 
 
 def _cfg(checkpoint: str, input: Path, output: Path, **kw: Any) -> PredictConfig:

@@ -100,3 +100,29 @@ def test_mixed_int8_keeps_the_lower_half_ffn_outputs_in_fp32(
         ["layer.0", "ffn", "lin2", "MatMul"],
         ["layer.1", "ffn", "lin2", "MatMul"],
     ]
+
+
+def test_batch_jobs_score_a_review_alone_the_serving_default_by_its_batch(
+    world: dict[str, Any],
+) -> None:
+    """Dynamic int8 scales activations per batch, so the served default's score of a review
+    moves with the reviews batched beside it (fine for serving: batches are arbitrary there).
+    Batch jobs (predict, evaluate, monitor's reference: ScoreBatch) resolve "auto" to fp32,
+    so a file's row order cannot change a score."""
+    import pyarrow as pa
+
+    from steam_ray.config import CPU_DEFAULT_BACKEND
+    from steam_ray.predict import ScoreBatch
+
+    text, others = world["texts"][0], world["texts"][1:16]
+    served = Predictor(
+        world["ck"], backend="auto", threads=1, max_length=64, cache_dir=world["cache"]
+    )
+    assert served.backend == CPU_DEFAULT_BACKEND != "torch"
+    alone, beside = served.scores([text])[0], served.scores([text, *others])[0]
+    assert abs(alone - beside) > 1e-6, "the default is batch-independent: revisit the rule"
+    job = ScoreBatch(world["ck"], threads=1, max_length=64)
+    assert job.predictor.backend == "torch"
+    alone = job.scores(pa.table({"text": [text]}))[0]
+    beside = job.scores(pa.table({"text": [text, *others]}))[0]
+    assert alone == pytest.approx(beside, abs=1e-6)
