@@ -297,8 +297,10 @@ def main() -> None:
     ap.add_argument("--batch-wait-ms", type=float, default=5.0)
     ap.add_argument(
         "--single",
-        action="store_true",
-        help="serve.single_deployment: routes and model in one deployment (one hop fewer)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve.single_deployment for the serve contender (default: the config's, one "
+        "deployment on CPU replicas)",
     )
     ap.add_argument(
         "--only",
@@ -327,7 +329,6 @@ def main() -> None:
             "batch_wait_timeout_s": args.batch_wait_ms / 1000,
             "max_ongoing_requests": 256,
             "autoscaling": {"min_replicas": args.replicas, "max_replicas": args.replicas},
-            "single_deployment": args.single,
         }
     }
     contenders: list[tuple[str, list[str], int, dict[str, str]]] = []
@@ -336,7 +337,10 @@ def main() -> None:
         name: str, high_throughput: bool, env: dict[str, str], single: bool | None = None
     ) -> None:
         cfg["serve"]["high_throughput"] = high_throughput
-        cfg["serve"]["single_deployment"] = args.single if single is None else single
+        choice = args.single if single is None else single
+        cfg["serve"].pop("single_deployment", None)
+        if choice is not None:  # else the config's default
+            cfg["serve"]["single_deployment"] = choice
         cfg_file = Path(tempfile.mkdtemp()) / "bench-serve.yaml"
         cfg_file.write_text(yaml.safe_dump(cfg))
         port = free_port()

@@ -438,9 +438,11 @@ class ServeConfig(_Section):
     admission_control: bool = True
     admission_refresh_s: float = Field(2.0, gt=0)
     # One deployment holding both the HTTP routes and the model (with the model's resources
-    # and autoscaling; the ingress_* fields unused): one actor hop fewer per request, for
-    # latency. Off: an ingress in front of an autoscaling model deployment.
-    single_deployment: bool = False
+    # and autoscaling; the ingress_* fields unused): one actor hop fewer per request. False: an
+    # ingress in front of an autoscaling model deployment. None (default): one deployment on
+    # CPU replicas (1.28x the req/s of two on 2 cores, RESULTS.md), two when replicas hold a
+    # GPU, so CPU ingress replicas scale apart from GPU model replicas.
+    single_deployment: bool | None = None
     autoscaling: AutoscalingSection = Field(default_factory=AutoscalingSection)
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
@@ -466,6 +468,13 @@ class ServeConfig(_Section):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_text_bytes: int = Field(16 * 1024, ge=16)
     prediction_log: PredictionLogSection = Field(default_factory=PredictionLogSection)
+
+    @property
+    def one_deployment(self) -> bool:
+        """``single_deployment`` resolved: None means one unless the replicas hold GPUs."""
+        if self.single_deployment is None:
+            return self.num_gpus == 0
+        return self.single_deployment
 
     @model_validator(mode="after")
     def _queue_bounds(self) -> ServeConfig:

@@ -236,8 +236,8 @@ class _LocalCall:
 
 
 class _LocalModel:
-    """``serve.single_deployment``: the model lives in the ingress replica, one actor hop
-    (serialization, an RPC, the model replica's event loop) fewer per request."""
+    """One deployment (``serve.single_deployment``): the model lives in the ingress replica,
+    one actor hop (serialization, an RPC, the model replica's event loop) fewer per request."""
 
     def __init__(self, source: dict[str, Any], config: dict[str, Any]) -> None:
         model = cast(Any, SentimentModel).func_or_class(source, config)
@@ -361,7 +361,7 @@ def deployment_options(cfg: ServeConfig) -> dict[str, dict[str, Any]]:
             "downscale_delay_s": scale.downscale_delay_s,
             "look_back_period_s": scale.look_back_period_s,
         }
-    if cfg.single_deployment:  # one deployment: the model's resources and scaling
+    if cfg.one_deployment:  # one deployment: the model's resources and scaling
         # Serve takes in as many requests as an ingress would; admission control, not Serve's
         # queue (whose retry backoff idles the model), holds the model to max_ongoing_requests.
         http = {
@@ -393,7 +393,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     # @serve.deployment turns the classes into Deployments; mypy still sees the classes.
     model_dep: Any = SentimentModel
     ingress = cast(Any, Ingress).options(**opts[INGRESS_DEPLOYMENT])
-    if cfg.single_deployment:  # the ingress loads the model itself from the source
+    if cfg.one_deployment:  # the ingress loads the model itself from the source
         app: serve.Application = ingress.bind(source, config)
         return app
     model = model_dep.options(**opts[MODEL_DEPLOYMENT]).bind(source, config)

@@ -52,6 +52,9 @@ def _cfg(port: int, tmp: Path, **kw: Any) -> ServeConfig:
         "host": "127.0.0.1",
         "port": port,
         "backend": "auto",  # the measured CPU default
+        # The ingress + model deployment path (a GPU cluster's); one deployment, the CPU
+        # default, has its own test below and runs in the CLI and quickstart tests.
+        "single_deployment": False,
         "cache_dir": str(tmp / "onnx"),
         "num_cpus": 0.5,
         "threads": 1,

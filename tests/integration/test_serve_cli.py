@@ -60,7 +60,9 @@ def test_serve_build_is_deterministic_and_valid(checkpoint: Path, tmp_path: Path
     assert app["args"]["ref"]["checkpoint"] == str(checkpoint)
     assert "source" not in app["args"]
     assert config["http_options"]["port"] == 8123
-    model = next(d for d in app["deployments"] if d["name"] == "SentimentModel")
+    # CPU replicas (no num_gpus): one deployment holds the routes and the model, and scales.
+    (model,) = app["deployments"]
+    assert model["name"] == "Ingress"
     assert model["autoscaling_config"]["min_replicas"] == 1
     assert model["autoscaling_config"]["max_replicas"] == 3
 
@@ -187,7 +189,9 @@ def test_serve_process_stops_on_signal_during_startup(checkpoint: Path, tmp_path
     """A model replica that can never be placed keeps Serve's deploy waiting: SIGTERM must
     still stop the process and everything it started (it used to wait out its 600 s)."""
     config = tmp_path / "unplaceable.yaml"
-    config.write_text(yaml.safe_dump({"serve": {"num_cpus": 64}}))  # this node has 2-4
+    # This node has 2-4 CPUs. Two deployments, so the ingress (0.1 CPU) starts and the model
+    # waits (the CPU default, one deployment, would have no replica up at all).
+    config.write_text(yaml.safe_dump({"serve": {"num_cpus": 64, "single_deployment": False}}))
     port = free_port()
     args = ["serve", "--checkpoint", str(checkpoint), "--port", str(port), "--config", str(config)]
     proc = _start(args)

@@ -165,7 +165,7 @@ def test_default_autoscaling_passes_serves_own_validation() -> None:
 
     from steam_ray.serve.app import MODEL_DEPLOYMENT, deployment_options
 
-    cfg = ServeConfig(autoscaling={"min_replicas": 1, "max_replicas": 4})  # type: ignore[arg-type]
+    cfg = ServeConfig(single_deployment=False, autoscaling={"min_replicas": 1, "max_replicas": 4})  # type: ignore[arg-type]
     scale = deployment_options(cfg)[MODEL_DEPLOYMENT]["autoscaling_config"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -181,7 +181,10 @@ def test_queue_bounds_reach_serve_as_options_it_accepts() -> None:
 
     from steam_ray.serve.app import INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT, deployment_options
 
-    opts = deployment_options(ServeConfig(max_queued_requests=8, ingress_max_queued_requests=-1))
+    cfg = ServeConfig(
+        single_deployment=False, max_queued_requests=8, ingress_max_queued_requests=-1
+    )
+    opts = deployment_options(cfg)
     assert opts[MODEL_DEPLOYMENT]["max_queued_requests"] == 8
     assert opts[INGRESS_DEPLOYMENT]["max_queued_requests"] == -1
     for o in opts.values():
@@ -212,6 +215,21 @@ def test_single_deployment_has_the_models_resources_and_the_ingress_limits() -> 
     DeploymentConfig(max_ongoing_requests=99, max_queued_requests=only["max_queued_requests"])
 
 
+def test_one_deployment_on_cpu_replicas_two_with_gpus_unless_set() -> None:
+    """single_deployment None: the CPU default is one deployment (measured faster on CPU); a
+    GPU replica keeps a CPU ingress in front so each scales apart; an explicit value wins."""
+    from steam_ray.serve.app import INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT, deployment_options
+
+    assert set(deployment_options(ServeConfig())) == {INGRESS_DEPLOYMENT}
+    gpu = deployment_options(ServeConfig(num_gpus=0.5))
+    assert set(gpu) == {INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT}
+    assert gpu[MODEL_DEPLOYMENT]["ray_actor_options"]["num_gpus"] == 0.5
+    assert ServeConfig(num_gpus=1, single_deployment=True).one_deployment
+    assert not ServeConfig(single_deployment=False).one_deployment
+    # The cluster's config states it: GPU model replicas behind a CPU ingress.
+    assert load_config("cluster").serve.single_deployment is False
+
+
 def test_high_throughput_env_only_for_a_ray_serve_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     from steam_ray.serve import run
 
@@ -220,7 +238,11 @@ def test_high_throughput_env_only_for_a_ray_serve_starts(monkeypatch: pytest.Mon
     # Two local servers on one machine must not share HAProxy's files.
     assert a["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] != b["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]
     for key in list(a):
-        monkeypatch.delenv(key, raising=False)
+        # setenv first so monkeypatch records the key and removes it after the test:
+        # delenv of an absent key records nothing, and the values set below leaked into
+        # later tests' `steam-ray serve` subprocesses (HAProxy where the test wanted none).
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")  # the user's choice wins
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     run._use_high_throughput(ServeConfig(port=8002))
