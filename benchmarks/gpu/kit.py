@@ -409,14 +409,15 @@ def sweep_figures(work: Path) -> dict[str, Any]:
 
 def serve_figures(work: Path) -> dict[str, Any]:
     r = read_json(work / "serve.json") or {}
+    model = r.get("model") or {}  # /v1/model of the running replicas
     return {
         "serve_req_s": _round(r.get("req_s"), 1),
         "serve_p50_ms": _round(r.get("p50_ms"), 1),
         "serve_p99_ms": _round(r.get("p99_ms"), 1),
         "serve_errors": r.get("errors"),
         "serve_requests": r.get("requests"),
-        "serve_device": (r.get("model") or {}).get("device"),
-        "serve_backend": (r.get("model") or {}).get("backend"),
+        "serve_device": model.get("device"),
+        "serve_backend": model.get("backend"),
     }
 
 
